@@ -1,0 +1,98 @@
+"""The producer and consumer loops, written against the ``Market`` protocol.
+
+They run the same in a thread against a plain ``Marketplace`` (fast tests) and
+in a process against a ``MarketProxy`` (the real thing). They never print:
+a consumer hands each order to ``deliver``.
+
+Waiting is done by the market: ``publish`` and ``add_many`` block in the server
+until a slot or a product appears or the per-try wait passes, so the loops
+below never sleep to poll. The only sleep is a producer's make time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from mpmarket.marketplace import Market
+from mpmarket.products import Product
+from mpmarket.workload import ConsumerSpec, ProducerSpec
+
+__all__ = ["MIN_WAIT", "StopSignal", "consume", "produce"]
+
+# The shortest per-try wait of a blocking call. A workload may say 0 (the
+# classic design then spins); a waiting call is woken the moment it can
+# proceed anyway, so a floor costs nothing but saves a busy loop of calls.
+MIN_WAIT = 0.05
+
+
+class StopSignal(Protocol):
+    """``threading.Event`` and ``multiprocessing.Event`` both fit."""
+
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def _no_op() -> None:
+    return None
+
+
+def produce(
+    market: Market,
+    spec: ProducerSpec,
+    stop: StopSignal,
+    ready: Callable[[], None] = _no_op,
+) -> int:
+    """Register, call ``ready()``, then cycle over the steps until ``stop``.
+
+    Each unit is published (waiting up to the republish time per try, again
+    and again while refused), then the make time is spent. Returns how many
+    units were published.
+    """
+    producer_id = market.register_producer()
+    ready()
+    wait = max(spec.republish_wait_time, MIN_WAIT)
+    published = 0
+    if not any(step.quantity for step in spec.steps):
+        stop.wait()
+        return published
+    while not stop.is_set():
+        for step in spec.steps:
+            for _ in range(step.quantity):
+                while not market.publish(producer_id, step.product, wait):
+                    if stop.is_set():
+                        return published
+                published += 1
+                if step.make_time and stop.wait(step.make_time):
+                    return published
+    return published
+
+
+def consume(
+    market: Market,
+    spec: ConsumerSpec,
+    deliver: Callable[[str, list[Product]], None],
+    stop: StopSignal,
+    ready: Callable[[], None] = _no_op,
+) -> int:
+    """Get a cart, call ``ready()``, run every session and deliver each order.
+
+    An add of ``quantity`` units is one call that waits in the market up to the
+    retry time per try, tried again until all have come or ``stop`` is set.
+    Returns the number of sessions completed.
+    """
+    cart_id = market.new_cart()
+    ready()
+    wait = max(spec.retry_wait_time, MIN_WAIT)
+    for number, session in enumerate(spec.sessions):
+        for op in session:
+            if op.action == "remove":
+                market.remove_many(cart_id, op.product, op.quantity)
+                continue
+            added = 0
+            while added < op.quantity:
+                added += market.add_many(cart_id, op.product, op.quantity - added, wait)
+                if added < op.quantity and stop.is_set():
+                    return number
+        deliver(spec.name, market.place_order(cart_id))
+    return len(spec.sessions)

@@ -1,0 +1,97 @@
+"""The exceptions of mpmarket, one tree under ``MpmarketError``.
+
+::
+
+    MpmarketError
+    ├── MarketError                 raised by the Marketplace (and through its proxy)
+    │   ├── UnknownProducerError    a producer id that register_producer never gave
+    │   ├── UnknownCartError        a cart id that new_cart never gave
+    │   ├── InvalidArgumentError    an argument of the wrong type or value
+    │   └── MarketClosedError       the market was closed: the run is over
+    ├── MarketUnavailableError      the server cannot be reached or went away
+    ├── WorkloadError               a workload file or flag is wrong (file, field, expected)
+    └── RunError                    a run failed: an agent died or reported an error
+
+Every exception keeps its constructor arguments in ``args`` so that it
+pickles: the manager re-raises the server's exception object in the client,
+and a proxy caller must see the same type as a local caller.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidArgumentError",
+    "MarketClosedError",
+    "MarketError",
+    "MarketUnavailableError",
+    "MpmarketError",
+    "RunError",
+    "UnknownCartError",
+    "UnknownProducerError",
+    "WorkloadError",
+]
+
+
+class MpmarketError(Exception):
+    """Base of every error mpmarket raises on purpose."""
+
+
+class MarketError(MpmarketError):
+    """An operation the Marketplace refused."""
+
+
+class UnknownProducerError(MarketError):
+    """The producer id was never registered."""
+
+    def __init__(self, producer_id: object) -> None:
+        super().__init__(producer_id)
+        self.producer_id = producer_id
+
+    def __str__(self) -> str:
+        return f"unknown producer id {self.producer_id!r}"
+
+
+class UnknownCartError(MarketError):
+    """The cart id was never handed out."""
+
+    def __init__(self, cart_id: object) -> None:
+        super().__init__(cart_id)
+        self.cart_id = cart_id
+
+    def __str__(self) -> str:
+        return f"unknown cart id {self.cart_id!r}"
+
+
+class InvalidArgumentError(MarketError):
+    """An argument has the wrong type or value (the server stays consistent)."""
+
+
+class MarketClosedError(MarketError):
+    """The market is closed; no operation is possible any more."""
+
+    def __init__(self, message: str = "the market is closed") -> None:
+        super().__init__(message)
+
+
+class MarketUnavailableError(MpmarketError):
+    """The market server cannot be reached, refused us, or went away."""
+
+
+class WorkloadError(MpmarketError):
+    """A workload is wrong: which file, which field, what was expected."""
+
+    def __init__(self, source: str, field: str, expected: str, got: str | None = None) -> None:
+        super().__init__(source, field, expected, got)
+        self.source = source
+        self.field = field
+        self.expected = expected
+        self.got = got
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.field}" if self.field else self.source
+        got = f", got {self.got}" if self.got is not None else ""
+        return f"{where}: expected {self.expected}{got}"
+
+
+class RunError(MpmarketError):
+    """A run could not complete: an agent died or reported an error."""

@@ -1,0 +1,44 @@
+"""The operation log: every market operation, one line each, UTC timestamps.
+
+Off unless a path is given. It rotates with ``RotatingFileHandler`` so a long
+stress run cannot fill the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+__all__ = ["DEFAULT_BACKUPS", "DEFAULT_MAX_BYTES", "operation_logger"]
+
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_BACKUPS = 3
+
+
+class _UTCFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+def operation_logger(
+    path: str | Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    backups: int = DEFAULT_BACKUPS,
+) -> logging.Logger:
+    """A logger writing to ``path``, rotated at ``max_bytes`` with ``backups`` kept."""
+    logger = logging.getLogger(f"mpmarket.operations.{Path(path).resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        handler.setFormatter(_UTCFormatter("%(asctime)s %(threadName)s %(message)s"))
+        logger.addHandler(handler)
+    return logger

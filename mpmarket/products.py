@@ -1,0 +1,84 @@
+"""Products sold on the market: frozen, hashable dataclasses.
+
+Their reprs are part of the output format (``cons1 bought Tea(name='Linden',
+price=9, type='Herbal')``), so the field order of each class is fixed.
+Products are compared by value: the market sells "the first product on sale
+that equals the one asked for", and a frozen dataclass gives that equality and
+a hash for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from mpmarket.errors import WorkloadError
+
+__all__ = ["PRODUCT_TYPES", "Coffee", "Product", "Tea", "product_from_spec"]
+
+
+@dataclass(frozen=True)
+class Product:
+    """Anything with a name and a price."""
+
+    name: str
+    price: int | float
+
+
+@dataclass(frozen=True)
+class Tea(Product):
+    """A tea; ``type`` is its variety (Herbal, Black, Green...)."""
+
+    type: str
+
+
+@dataclass(frozen=True)
+class Coffee(Product):
+    """A coffee with its acidity and roast level (LIGHT, MEDIUM, DARK...)."""
+
+    acidity: int | float
+    roast_level: str
+
+
+PRODUCT_TYPES: dict[str, type[Product]] = {
+    "Product": Product,
+    "Tea": Tea,
+    "Coffee": Coffee,
+}
+
+# What each field must hold, for the one-line errors of a bad workload.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "price": (int, float),
+    "type": (str,),
+    "acidity": (int, float),
+    "roast_level": (str,),
+}
+
+
+def product_from_spec(spec: Any, *, kind: str, source: str, where: str) -> Product:
+    """Build a product from ``{"name": ..., "price": ..., ...}`` and a class name.
+
+    ``source`` (the file) and ``where`` (the field path) only serve the error
+    message: a bad spec raises ``WorkloadError`` naming both.
+    """
+    cls = PRODUCT_TYPES.get(kind)
+    if cls is None:
+        raise WorkloadError(
+            source, where, f"a product type among {', '.join(PRODUCT_TYPES)}", repr(kind)
+        )
+    if not isinstance(spec, dict):
+        raise WorkloadError(source, where, "a table of product fields", type(spec).__name__)
+    values: dict[str, Any] = {}
+    for field in fields(cls):
+        if field.name not in spec:
+            raise WorkloadError(source, f"{where}.{field.name}", f"a value (required by {kind})")
+        value = spec[field.name]
+        expected = _FIELD_TYPES[field.name]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            names = " or ".join("a string" if t is str else "a number" for t in expected)
+            raise WorkloadError(source, f"{where}.{field.name}", names, repr(value))
+        if field.name == "price" and value < 0:
+            raise WorkloadError(source, f"{where}.price", "a non-negative number", repr(value))
+        values[field.name] = value
+    return cls(**values)

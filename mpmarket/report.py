@@ -1,0 +1,69 @@
+"""Turning a RunReport into things people read: rich tables and JSON.
+
+``format_*`` functions build renderables or data and do no I/O; the CLI
+prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from rich.table import Table
+
+from mpmarket.runner import RunReport
+from mpmarket.workload import purchase_line
+
+__all__ = ["REPORT_VERSION", "format_summary", "report_to_json", "result_lines"]
+
+REPORT_VERSION = 1
+
+
+def result_lines(consumer: str, products: list[Any]) -> str:
+    """The stdout lines of one order, newline-terminated."""
+    return "".join(purchase_line(consumer, product) + "\n" for product in products)
+
+
+def format_summary(report: RunReport) -> Table:
+    """One small table: what was bought, by whom, how long each phase took."""
+    table = Table(title="mpmarket run", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("producers", str(report.producers))
+    table.add_row("consumers", str(report.consumers))
+    table.add_row("orders", str(len(report.orders)))
+    table.add_row("products bought", str(report.products_bought))
+    table.add_row("start-up", f"{report.startup_s:.3f} s")
+    table.add_row("market time", f"{report.market_s:.3f} s")
+    table.add_row("shutdown", f"{report.shutdown_s:.3f} s")
+    table.add_row("wall time", f"{report.wall_s:.3f} s")
+    if report.books is not None:
+        books = report.books
+        table.add_row("published", str(books.published))
+        table.add_row("left on sale", str(books.on_sale))
+    return table
+
+
+def report_to_json(report: RunReport, exit_code: int) -> dict[str, Any]:
+    """The ``--json`` report: versioned, plain data."""
+    return {
+        "version": REPORT_VERSION,
+        "source": report.source,
+        "exit_code": exit_code,
+        "producers": report.producers,
+        "consumers": report.consumers,
+        "orders": [
+            {"consumer": consumer, "products": [repr(p) for p in products]}
+            for consumer, products in report.orders
+        ],
+        "products_bought": report.products_bought,
+        "timings": {
+            "startup_s": report.startup_s,
+            "market_s": report.market_s,
+            "shutdown_s": report.shutdown_s,
+            "wall_s": report.wall_s,
+        },
+        "books": asdict(report.books) if report.books is not None else None,
+        "failures": report.failures,
+        "interrupted": report.interrupted,
+    }

@@ -1,0 +1,481 @@
+"""Workloads: who produces what, who buys what, and the market's settings.
+
+Three sources give the same frozen ``Workload``:
+
+- the course's JSON format (``load_course_json``), as in the course's cases;
+- mpmarket's own TOML format (``load_toml``), documented in the README;
+- a seeded generator (``generate``) that never deadlocks.
+
+Everything here is pure data: no processes, no market. Errors name the file,
+the field and what was expected, as a ``WorkloadError``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mpmarket.errors import WorkloadError
+from mpmarket.products import Coffee, Product, Tea, product_from_spec
+
+__all__ = [
+    "ConsumerSpec",
+    "Op",
+    "ProducerSpec",
+    "ProductionStep",
+    "Workload",
+    "expected_purchases",
+    "generate",
+    "load_course_json",
+    "load_toml",
+    "load_workload",
+    "purchase_line",
+]
+
+DEFAULT_QUEUE_SIZE = 15
+
+
+@dataclass(frozen=True)
+class ProductionStep:
+    """Make ``quantity`` units of ``product``, ``make_time`` seconds each."""
+
+    product: Product
+    quantity: int
+    make_time: float
+
+
+@dataclass(frozen=True)
+class ProducerSpec:
+    """A producer cycles forever over its steps."""
+
+    name: str
+    steps: tuple[ProductionStep, ...]
+    republish_wait_time: float
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of a shopping session: add or remove ``quantity`` units."""
+
+    action: Literal["add", "remove"]
+    product: Product
+    quantity: int
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer runs its sessions in order, placing an order after each."""
+
+    name: str
+    retry_wait_time: float
+    sessions: tuple[tuple[Op, ...], ...]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A whole run's worth of agents and the market's settings."""
+
+    producers: tuple[ProducerSpec, ...]
+    consumers: tuple[ConsumerSpec, ...]
+    queue_size_per_producer: int
+    source: str = "<generated>"
+
+    @property
+    def products_to_buy(self) -> int:
+        return sum(expected_purchases(self).values())
+
+    @property
+    def sessions(self) -> int:
+        return sum(len(consumer.sessions) for consumer in self.consumers)
+
+
+def purchase_line(consumer: str, product: Product) -> str:
+    """The output line for one bought unit, as the course prints it."""
+    return f"{consumer} bought {product!r}"
+
+
+def session_purchases(session: tuple[Op, ...]) -> Counter[Product]:
+    """What one session buys: adds minus the removes that found a unit."""
+    cart: Counter[Product] = Counter()
+    for op in session:
+        if op.action == "add":
+            cart[op.product] += op.quantity
+        else:
+            cart[op.product] -= min(op.quantity, cart[op.product])
+    return +cart
+
+
+def expected_purchases(workload: Workload) -> Counter[str]:
+    """The multiset of output lines that any correct run prints."""
+    lines: Counter[str] = Counter()
+    for consumer in workload.consumers:
+        for session in consumer.sessions:
+            for product, count in session_purchases(session).items():
+                lines[purchase_line(consumer.name, product)] += count
+    return lines
+
+
+# -- validation helpers ------------------------------------------------------
+
+
+class _Checker:
+    """Reads fields out of parsed data, raising one clear error per mistake."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, field: str, expected: str, value: Any = ...) -> WorkloadError:
+        got = None if value is ... else _describe(value)
+        return WorkloadError(self.source, field, expected, got)
+
+    def table(self, data: Any, field: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(field, "a table (object)", data)
+        return data
+
+    def array(self, data: Any, field: str) -> list[Any]:
+        if not isinstance(data, list):
+            raise self.fail(field, "a list", data)
+        return data
+
+    def get(self, data: dict[str, Any], key: str, field: str) -> Any:
+        if key not in data:
+            raise self.fail(f"{field}.{key}" if field else key, "a value (missing)")
+        return data[key]
+
+    def name(self, data: Any, field: str) -> str:
+        if not isinstance(data, str) or not data.strip():
+            raise self.fail(field, "a non-empty string", data)
+        return data
+
+    def count(self, data: Any, field: str, minimum: int = 0) -> int:
+        if isinstance(data, bool) or not isinstance(data, int) or data < minimum:
+            what = "a positive integer" if minimum == 1 else "a non-negative integer"
+            raise self.fail(field, what, data)
+        return data
+
+    def seconds(self, data: Any, field: str) -> float:
+        if (
+            isinstance(data, bool)
+            or not isinstance(data, int | float)
+            or not 0 <= data < float("inf")
+        ):
+            raise self.fail(field, "a non-negative number of seconds", data)
+        return float(data)
+
+    def unique(self, names: list[str], field: str) -> None:
+        seen: set[str] = set()
+        for index, name in enumerate(names):
+            if name in seen:
+                raise self.fail(f"{field}[{index}].name", "a name used only once", name)
+            seen.add(name)
+
+    def product(self, catalog: dict[str, Product], key: Any, field: str) -> Product:
+        if not isinstance(key, str) or key not in catalog:
+            known = ", ".join(sorted(catalog)) or "none"
+            raise self.fail(field, f"a product id among: {known}", key)
+        return catalog[key]
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkloadError(str(path), "", "an existing file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise WorkloadError(str(path), "", "a readable UTF-8 text file", str(error)) from None
+
+
+# -- the course's JSON format ------------------------------------------------
+
+
+def load_course_json(path: str | Path) -> Workload:
+    """Load a workload in the course's JSON format (see the README)."""
+    path = Path(path)
+    text = _read(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise WorkloadError(
+            str(path), "", "valid JSON", f"{error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    return parse_course(data, str(path))
+
+
+def parse_course(data: Any, source: str) -> Workload:
+    """Validate parsed course JSON and build a Workload."""
+    check = _Checker(source)
+    root = check.table(data, "(top level)")
+    catalog: dict[str, Product] = {}
+    for key, spec in check.table(check.get(root, "products", ""), "products").items():
+        field = f"products.{key}"
+        spec = check.table(spec, field)
+        kind = check.get(spec, "product_type", field)
+        fields = {k: v for k, v in spec.items() if k != "product_type"}
+        catalog[key] = product_from_spec(fields, kind=kind, source=source, where=field)
+
+    producers = []
+    for index, spec in enumerate(check.array(check.get(root, "producers", ""), "producers")):
+        field = f"producers[{index}]"
+        spec = check.table(spec, field)
+        steps = []
+        for number, entry in enumerate(
+            check.array(check.get(spec, "products", field), f"{field}.products")
+        ):
+            where = f"{field}.products[{number}]"
+            if not isinstance(entry, list) or len(entry) != 3:
+                raise check.fail(where, "[product id, quantity, seconds to make one]", entry)
+            steps.append(
+                ProductionStep(
+                    check.product(catalog, entry[0], f"{where}[0]"),
+                    check.count(entry[1], f"{where}[1]"),
+                    check.seconds(entry[2], f"{where}[2]"),
+                )
+            )
+        producers.append(
+            ProducerSpec(
+                check.name(check.get(spec, "name", field), f"{field}.name"),
+                tuple(steps),
+                check.seconds(
+                    check.get(spec, "republish_wait_time", field), f"{field}.republish_wait_time"
+                ),
+            )
+        )
+
+    consumers = []
+    for index, spec in enumerate(check.array(check.get(root, "consumers", ""), "consumers")):
+        field = f"consumers[{index}]"
+        spec = check.table(spec, field)
+        sessions = []
+        for number, cart in enumerate(
+            check.array(check.get(spec, "carts", field), f"{field}.carts")
+        ):
+            ops = []
+            for position, op in enumerate(check.array(cart, f"{field}.carts[{number}]")):
+                where = f"{field}.carts[{number}][{position}]"
+                op = check.table(op, where)
+                action = check.get(op, "type", where)
+                if action not in ("add", "remove"):
+                    raise check.fail(f"{where}.type", '"add" or "remove"', action)
+                ops.append(
+                    Op(
+                        action,
+                        check.product(catalog, check.get(op, "product", where), f"{where}.product"),
+                        check.count(check.get(op, "quantity", where), f"{where}.quantity"),
+                    )
+                )
+            sessions.append(tuple(ops))
+        consumers.append(
+            ConsumerSpec(
+                check.name(check.get(spec, "name", field), f"{field}.name"),
+                check.seconds(
+                    check.get(spec, "retry_wait_time", field), f"{field}.retry_wait_time"
+                ),
+                tuple(sessions),
+            )
+        )
+
+    market = check.table(root.get("marketplace", {}), "marketplace")
+    queue_size = check.count(
+        market.get("queue_size_per_producer", DEFAULT_QUEUE_SIZE),
+        "marketplace.queue_size_per_producer",
+        minimum=1,
+    )
+    check.unique([p.name for p in producers], "producers")
+    check.unique([c.name for c in consumers], "consumers")
+    return Workload(tuple(producers), tuple(consumers), queue_size, source)
+
+
+# -- mpmarket's TOML format --------------------------------------------------
+
+
+def load_toml(path: str | Path) -> Workload:
+    """Load a workload in mpmarket's TOML format (see the README and configs/)."""
+    path = Path(path)
+    text = _read(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise WorkloadError(str(path), "", "valid TOML", str(error)) from None
+    return parse_toml(data, str(path))
+
+
+def parse_toml(data: dict[str, Any], source: str) -> Workload:
+    """Validate parsed TOML and build a Workload."""
+    check = _Checker(source)
+    catalog: dict[str, Product] = {}
+    for key, spec in check.table(check.get(data, "products", ""), "products").items():
+        field = f"products.{key}"
+        spec = check.table(spec, field)
+        kind = check.get(spec, "kind", field)
+        fields = {k: v for k, v in spec.items() if k != "kind"}
+        catalog[key] = product_from_spec(fields, kind=kind, source=source, where=field)
+
+    producers = []
+    for index, spec in enumerate(check.array(data.get("producers", []), "producers")):
+        field = f"producers[{index}]"
+        spec = check.table(spec, field)
+        steps = []
+        for number, step in enumerate(check.array(check.get(spec, "make", field), f"{field}.make")):
+            where = f"{field}.make[{number}]"
+            step = check.table(step, where)
+            steps.append(
+                ProductionStep(
+                    check.product(catalog, check.get(step, "product", where), f"{where}.product"),
+                    check.count(step.get("quantity", 1), f"{where}.quantity"),
+                    check.seconds(check.get(step, "time", where), f"{where}.time"),
+                )
+            )
+        producers.append(
+            ProducerSpec(
+                check.name(check.get(spec, "name", field), f"{field}.name"),
+                tuple(steps),
+                check.seconds(
+                    check.get(spec, "republish_wait_time", field), f"{field}.republish_wait_time"
+                ),
+            )
+        )
+
+    consumers = []
+    for index, spec in enumerate(check.array(data.get("consumers", []), "consumers")):
+        field = f"consumers[{index}]"
+        spec = check.table(spec, field)
+        sessions = []
+        for number, session in enumerate(
+            check.array(check.get(spec, "sessions", field), f"{field}.sessions")
+        ):
+            ops = []
+            for position, op in enumerate(check.array(session, f"{field}.sessions[{number}]")):
+                where = f"{field}.sessions[{number}][{position}]"
+                op = check.table(op, where)
+                actions = [a for a in ("add", "remove") if a in op]
+                if len(actions) != 1:
+                    raise check.fail(where, 'exactly one of "add" or "remove"', op)
+                action = actions[0]
+                unknown = set(op) - {action, "quantity"}
+                if unknown:
+                    raise check.fail(
+                        f"{where}.{sorted(unknown)[0]}", '"add", "remove" or "quantity" only'
+                    )
+                ops.append(
+                    Op(
+                        action,  # type: ignore[arg-type]
+                        check.product(catalog, op[action], f"{where}.{action}"),
+                        check.count(op.get("quantity", 1), f"{where}.quantity"),
+                    )
+                )
+            sessions.append(tuple(ops))
+        consumers.append(
+            ConsumerSpec(
+                check.name(check.get(spec, "name", field), f"{field}.name"),
+                check.seconds(
+                    check.get(spec, "retry_wait_time", field), f"{field}.retry_wait_time"
+                ),
+                tuple(sessions),
+            )
+        )
+
+    market = check.table(data.get("market", {}), "market")
+    queue_size = check.count(
+        market.get("queue_size_per_producer", DEFAULT_QUEUE_SIZE),
+        "market.queue_size_per_producer",
+        minimum=1,
+    )
+    check.unique([p.name for p in producers], "producers")
+    check.unique([c.name for c in consumers], "consumers")
+    return Workload(tuple(producers), tuple(consumers), queue_size, source)
+
+
+def load_workload(path: str | Path) -> Workload:
+    """Load a workload file: ``*.toml`` is mpmarket's format, anything else course JSON."""
+    path = Path(path)
+    if path.suffix.lower() == ".toml":
+        return load_toml(path)
+    return load_course_json(path)
+
+
+# -- the generator -------------------------------------------------------------
+
+CATALOG: tuple[Product, ...] = (
+    Tea("Linden", 9, "Herbal"),
+    Coffee("Indonezia", 1, 5.05, "MEDIUM"),
+    Tea("Earl Grey", 7, "Black"),
+    Coffee("Arabica", 3, 5.02, "LIGHT"),
+    Tea("Sencha", 11, "Green"),
+    Coffee("Robusta", 2, 4.8, "DARK"),
+    Tea("Rooibos", 6, "Herbal"),
+    Coffee("Kenya AA", 5, 6.1, "MEDIUM"),
+)
+
+
+def generate(
+    producers: int = 4,
+    consumers: int = 8,
+    *,
+    sessions: int = 3,
+    seed: int = 0,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    make_time: float = 0.004,
+    wait_time: float = 0.01,
+) -> Workload:
+    """A random workload, reproducible from ``seed``, that cannot deadlock.
+
+    A run can only starve when every producer of a wanted product is stuck with
+    its slots full of products nobody wants. So the first producers each make
+    a single kind (one per kind in play): a single-kind producer with full
+    slots has its whole queue on sale for whoever waits on that kind. Other
+    producers make mixes of those kinds, and consumers only want kinds in play.
+    Removes never exceed what the session holds.
+    """
+    if producers < 1 or consumers < 0 or sessions < 0 or queue_size < 1:
+        raise WorkloadError(
+            "<generated>", "producers/consumers/sessions/queue-size", "at least 1/0/0/1"
+        )
+    rng = random.Random(seed)
+    kinds = list(CATALOG[: min(producers, len(CATALOG))])
+
+    def times(base: float) -> float:
+        return round(base * rng.uniform(0.5, 1.5), 6)
+
+    producer_specs = []
+    for index in range(producers):
+        if index < len(kinds):
+            made = [kinds[index]]
+        else:
+            made = rng.sample(kinds, rng.randint(1, min(3, len(kinds))))
+        steps = tuple(ProductionStep(p, rng.randint(1, 3), times(make_time)) for p in made)
+        producer_specs.append(ProducerSpec(f"prod{index + 1}", steps, times(wait_time)))
+
+    consumer_specs = []
+    for index in range(consumers):
+        session_list = []
+        for _ in range(sessions):
+            ops: list[Op] = []
+            held: Counter[Product] = Counter()
+            for _ in range(rng.randint(1, 4)):
+                if held and rng.random() < 0.25:
+                    product = rng.choice(sorted(held, key=repr))
+                    quantity = rng.randint(1, held[product])
+                    held[product] -= quantity
+                    held = +held
+                    ops.append(Op("remove", product, quantity))
+                else:
+                    product = rng.choice(kinds)
+                    quantity = rng.randint(1, 3)
+                    held[product] += quantity
+                    ops.append(Op("add", product, quantity))
+            session_list.append(tuple(ops))
+        consumer_specs.append(
+            ConsumerSpec(f"cons{index + 1}", times(wait_time), tuple(session_list))
+        )
+    return Workload(tuple(producer_specs), tuple(consumer_specs), queue_size)
