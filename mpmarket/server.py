@@ -206,7 +206,11 @@ class MarketProxy(managers.BaseProxy):
     attach_deadline: float = 0.0
 
     def _connect(self) -> None:
-        # The stock version has no timeouts; see the module docstring.
+        # The stock version has no timeouts; see the module docstring. Proxies
+        # of one address share a connection per thread (BaseProxy._tls): a new
+        # one replaces, and closes, whatever an earlier proxy left there, so
+        # that a server restarted on the same address never sees a stale one.
+        self.disconnect()
         deadline = self.attach_deadline or time.monotonic() + ATTACH_TIMEOUT
         conn = _open_connection(self._token.address, bytes(self._authkey), deadline)
         name = process.current_process().name

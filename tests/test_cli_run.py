@@ -1,0 +1,154 @@
+"""``mpmarket run`` end to end: the CLI as a subprocess, real processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mpmarket.workload import expected_purchases, generate, load_workload
+from tests.helpers import bought_lines, run_cli
+
+TOML_WORKLOAD = """
+[market]
+queue_size_per_producer = 2
+
+[products]
+linden = { kind = "Tea", name = "Linden", price = 9, type = "Herbal" }
+arabica = { kind = "Coffee", name = "Arabica", price = 3, acidity = 5.02, roast_level = "LIGHT" }
+
+[[producers]]
+name = "tea-maker"
+republish_wait_time = 0.01
+make = [{ product = "linden", quantity = 1, time = 0.001 }]
+
+[[producers]]
+name = "roaster"
+republish_wait_time = 0.01
+make = [{ product = "arabica", quantity = 2, time = 0.002 }]
+
+[[consumers]]
+name = "alice"
+retry_wait_time = 0.01
+sessions = [
+  [{ add = "linden", quantity = 3 }, { add = "arabica" }, { remove = "linden" }],
+  [{ add = "arabica", quantity = 4 }],
+]
+
+[[consumers]]
+name = "bob"
+retry_wait_time = 0.01
+sessions = [[{ add = "linden", quantity = 2 }, { remove = "linden", quantity = 5 }]]
+"""
+
+
+def test_generated_run_prints_exactly_the_expected_lines():
+    result = run_cli("run", "--producers", "3", "--consumers", "5", "--seed", "7", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert bought_lines(result.stdout) == expected_purchases(generate(3, 5, seed=7))
+    assert set(result.stdout.splitlines()) == set(bought_lines(result.stdout))
+
+
+def test_default_run_finishes_and_prints_a_summary():
+    result = run_cli("run")
+    assert result.returncode == 0, result.stderr
+    assert bought_lines(result.stdout) == expected_purchases(generate(4, 8))
+    assert "products bought" in result.stderr
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_other_start_methods(start_method, tmp_path):
+    config = tmp_path / "market.toml"
+    config.write_text(TOML_WORKLOAD)
+    result = run_cli("run", config, "--start-method", start_method, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert bought_lines(result.stdout) == expected_purchases(load_workload(config))
+
+
+def test_toml_config_json_report_and_operation_log(tmp_path):
+    config = tmp_path / "market.toml"
+    config.write_text(TOML_WORKLOAD)
+    report_path = tmp_path / "report.json"
+    log_path = tmp_path / "operations.log"
+    result = run_cli("run", config, "--json", report_path, "--log-file", log_path)
+    assert result.returncode == 0, result.stderr
+    expected = expected_purchases(load_workload(config))
+    assert bought_lines(result.stdout) == expected
+    assert sum(expected.values()) == 2 + 1 + 4 + 0
+
+    report = json.loads(report_path.read_text())
+    assert report["version"] == 1 and report["exit_code"] == 0
+    assert report["products_bought"] == sum(expected.values())
+    from_report = [
+        f"{order['consumer']} bought {product}"
+        for order in report["orders"]
+        for product in order["products"]
+    ]
+    assert sorted(from_report) == sorted(result.stdout.splitlines())
+    books = report["books"]
+    assert books["published"] == books["on_sale"] + books["in_carts"] + books["ordered"]
+    assert all(report["timings"][k] >= 0 for k in ("startup_s", "market_s", "shutdown_s"))
+
+    log_lines = log_path.read_text().splitlines()
+    assert any(" place_order(" in line for line in log_lines)
+    assert all(line[:4].isdigit() and "Z " in line[:30] for line in log_lines)
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "field"),
+    [
+        ("this is not json", ".json", "expected valid JSON"),
+        ("[market\n", ".toml", "expected valid TOML"),
+        (
+            '{"products": {}, "producers": [], "consumers": [{"name": "c", "retry_wait_time": 0.1, '
+            '"carts": [[{"type": "add", "product": "nope", "quantity": 1}]]}]}',
+            ".json",
+            "consumers[0].carts[0][0].product: expected a product id",
+        ),
+        (
+            '{"products": {"a": {"product_type": "Mate", "name": "x", "price": 1}}, '
+            '"producers": [], "consumers": []}',
+            ".json",
+            "products.a: expected a product type",
+        ),
+        (
+            '{"products": {}, "producers": [{"name": "p", "products": [], '
+            '"republish_wait_time": -1}], "consumers": []}',
+            ".json",
+            "producers[0].republish_wait_time: expected a non-negative number",
+        ),
+        (
+            '{"products": {}, "producers": [{"products": [], "republish_wait_time": 1}], '
+            '"consumers": []}',
+            ".json",
+            "producers[0].name: expected a value (missing)",
+        ),
+    ],
+)
+def test_a_bad_config_is_one_line_and_exit_2(tmp_path, content, suffix, field):
+    config = tmp_path / f"bad{suffix}"
+    config.write_text(content)
+    result = run_cli("run", config)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"mpmarket: error: {config}: ")
+    assert field in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_config_and_bad_flags_exit_2(tmp_path):
+    missing = run_cli("run", tmp_path / "nothing.toml")
+    assert missing.returncode == 2 and "expected an existing file" in missing.stderr
+    flags = run_cli("run", "--producers", "0")
+    assert flags.returncode == 2 and "Traceback" not in flags.stderr
+    both = run_cli("run", tmp_path / "x.toml", "--producers", "2")
+    assert both.returncode == 2
+
+
+def test_version_and_help():
+    assert run_cli("--version").stdout.startswith("mpmarket, version ")
+    help_text = run_cli("run", "--help").stdout
+    assert "Exit codes" in help_text and "130" in help_text
