@@ -12,6 +12,7 @@ Exit codes (the same for every command):
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from enum import IntEnum
@@ -85,6 +86,11 @@ class _PrintingObserver(RunObserver):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM stops a run the way Ctrl-C does: orderly, with a summary."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _fail(console: Console, message: str, code: ExitCode) -> None:
@@ -191,6 +197,7 @@ def run(
         _fail(console, str(error), ExitCode.USAGE)
 
     observer = _PrintingObserver(workload, console, show_progress=not quiet)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = LocalRun(
             workload,

@@ -105,11 +105,28 @@ def parse_address(text: str) -> Address:
 _hosted_market: Marketplace | None = None
 
 
-def _host_market(queue_size_per_producer: int, log_file: str | None) -> None:
+# How often a server started by a run checks that the run is still alive. A
+# server whose run was killed exits on its own, and its agents with it.
+PARENT_CHECK_INTERVAL = 0.5
+
+
+def _host_market(
+    queue_size_per_producer: int, log_file: str | None, parent_pid: int | None = None
+) -> None:
     """Create the market of this server process (a manager initializer)."""
     global _hosted_market
     logger = operation_logger(log_file) if log_file else None
     _hosted_market = Marketplace(queue_size_per_producer, logger=logger)
+    if parent_pid is not None:
+        threading.Thread(
+            target=_exit_when_orphaned, args=(parent_pid,), name="parent-watch", daemon=True
+        ).start()
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_INTERVAL)
+    os._exit(1)
 
 
 class _MarketServer(managers.Server):
@@ -138,9 +155,13 @@ def start_server(
     ctx: BaseContext | None = None,
     log_file: str | Path | None = None,
 ) -> MarketManager:
-    """Start a server process; the caller must ``shutdown()`` it."""
+    """Start a server process; the caller must ``shutdown()`` it.
+
+    The server exits by itself if this process dies without shutting it down.
+    """
     manager = MarketManager(address=address, authkey=authkey, ctx=ctx)
-    manager.start(_host_market, (queue_size_per_producer, str(log_file) if log_file else None))
+    log = str(log_file) if log_file else None
+    manager.start(_host_market, (queue_size_per_producer, log, os.getpid()))
     return manager
 
 
