@@ -36,6 +36,7 @@ from typing import Any
 
 from mpmarket.agents import consume, produce
 from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError, RunError
+from mpmarket.lifeline import Lifeline
 from mpmarket.marketplace import MarketBooks
 from mpmarket.products import Product
 from mpmarket.server import (
@@ -132,10 +133,12 @@ def _agent_main(
     """Entry point of an agent process (top level and picklable for spawn)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C
 
+    lifeline = Lifeline(parent_pid)
+
     def ready() -> None:
         channel.send(("ready",))
         while not start.wait(PARENT_CHECK_INTERVAL):
-            if os.getppid() != parent_pid:
+            if not lifeline.alive():
                 raise SystemExit(1)
 
     def deliver(_consumer: str, products: list[Product]) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mpmarket.errors import MarketUnavailableError
+from mpmarket.lifeline import Lifeline
 from mpmarket.marketplace import MarketBooks, Marketplace
 from mpmarket.oplog import operation_logger
 from mpmarket.products import Product
@@ -123,8 +124,9 @@ def _host_market(
         ).start()
 
 
-def _exit_when_orphaned(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
+def _exit_when_orphaned(run_pid: int) -> None:
+    lifeline = Lifeline(run_pid)
+    while lifeline.alive():
         time.sleep(PARENT_CHECK_INTERVAL)
     os._exit(1)
 
