@@ -6,7 +6,8 @@ Exit codes (the same for every command):
   0    success
   1    the run failed: an agent died or reported an error, the market went away
   2    bad usage or a bad workload (one line names the file and the field)
-  130  interrupted (Ctrl-C)
+  3    the workload deadlocks (simulate predicts that it can never finish)
+  130  interrupted (Ctrl-C or SIGTERM)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from enum import IntEnum
 from pathlib import Path
 
@@ -25,8 +28,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mpmarket import __version__
 from mpmarket.errors import MpmarketError, WorkloadError
 from mpmarket.products import Product
-from mpmarket.report import format_summary, report_to_json, result_lines
+from mpmarket.report import format_simulation, format_summary, report_to_json, result_lines
 from mpmarket.runner import START_METHODS, LocalRun, RunObserver, default_start_method
+from mpmarket.simulate import simulate
 from mpmarket.workload import Workload, generate, load_workload
 
 __all__ = ["ExitCode", "main"]
@@ -36,6 +40,7 @@ class ExitCode(IntEnum):
     OK = 0
     RUN_FAILED = 1
     USAGE = 2
+    DEADLOCK = 3
     INTERRUPTED = 130
 
 
@@ -104,35 +109,70 @@ def cli() -> None:
     """A producer-consumer marketplace of real processes."""
 
 
+def workload_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options that choose a workload, shared by run and simulate."""
+    options = [
+        click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path)),
+        click.option(
+            "--producers",
+            "-p",
+            type=click.IntRange(min=1),
+            help="Generate a workload with this many producers (default 4).",
+        ),
+        click.option(
+            "--consumers",
+            "-c",
+            type=click.IntRange(min=0),
+            help="Generate a workload with this many consumers (default 8).",
+        ),
+        click.option(
+            "--sessions",
+            type=click.IntRange(min=0),
+            default=3,
+            show_default=True,
+            help="Shopping sessions per generated consumer.",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Seed of the generated workload."
+        ),
+        click.option(
+            "--queue-size",
+            type=click.IntRange(min=1),
+            help="Products one producer may have on sale (overrides the config).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _workload(
+    config: Path | None,
+    producers: int | None,
+    consumers: int | None,
+    sessions: int,
+    seed: int,
+    queue_size: int | None,
+) -> Workload:
+    """The workload the options describe; WorkloadError or UsageError if wrong."""
+    if config is not None:
+        if producers is not None or consumers is not None:
+            raise click.UsageError("give either CONFIG or --producers/--consumers, not both")
+        workload = load_workload(config)
+    else:
+        workload = generate(
+            producers if producers is not None else 4,
+            consumers if consumers is not None else 8,
+            sessions=sessions,
+            seed=seed,
+        )
+    if queue_size is not None:
+        workload = replace(workload, queue_size_per_producer=queue_size)
+    return workload
+
+
 @cli.command(epilog=__doc__.split("\n", 2)[2])
-@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--producers",
-    "-p",
-    type=click.IntRange(min=1),
-    help="Generate a workload with this many producers.",
-)
-@click.option(
-    "--consumers",
-    "-c",
-    type=click.IntRange(min=0),
-    help="Generate a workload with this many consumers.",
-)
-@click.option(
-    "--sessions",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="Shopping sessions per generated consumer.",
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the generated workload."
-)
-@click.option(
-    "--queue-size",
-    type=click.IntRange(min=1),
-    help="Products one producer may have on sale (overrides the config).",
-)
+@workload_options
 @click.option(
     "--start-method",
     type=click.Choice(START_METHODS),
@@ -180,19 +220,7 @@ def run(
     started_at = time.perf_counter()
     console = Console(stderr=True)
     try:
-        if config is not None:
-            if producers is not None or consumers is not None:
-                raise click.UsageError("give either CONFIG or --producers/--consumers, not both")
-            workload = load_workload(config)
-        else:
-            workload = generate(
-                producers if producers is not None else 4,
-                consumers if consumers is not None else 8,
-                sessions=sessions,
-                seed=seed,
-            )
-        if queue_size is not None:
-            workload = Workload(workload.producers, workload.consumers, queue_size, workload.source)
+        workload = _workload(config, producers, consumers, sessions, seed, queue_size)
     except WorkloadError as error:
         _fail(console, str(error), ExitCode.USAGE)
 
@@ -215,15 +243,58 @@ def run(
         code = ExitCode.RUN_FAILED
     else:
         code = ExitCode.OK
+    ideal = simulate(workload)  # milliseconds, after the run: not in its timings
     if not quiet:
-        console.print(format_summary(report))
+        console.print(format_summary(report, ideal.makespan))
     if json_path is not None:
-        json_path.write_text(json.dumps(report_to_json(report, code), indent=2) + "\n")
+        document = report_to_json(report, code, ideal.makespan)
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
     for failure in report.failures:
         console.print(f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True)
     if report.interrupted:
         console.print("[yellow]mpmarket: interrupted[/]")
     sys.exit(code)
+
+
+@cli.command(name="simulate", epilog=__doc__.split("\n", 2)[2])
+@workload_options
+@click.option(
+    "--poll", is_flag=True, help="Also simulate the classic design whose waits are sleeps."
+)
+def simulate_command(
+    config: Path | None,
+    producers: int | None,
+    consumers: int | None,
+    sessions: int,
+    seed: int,
+    queue_size: int | None,
+    poll: bool,
+) -> None:
+    """Predict a workload's best possible makespan, or its deadlock.
+
+    A discrete-event simulation with zero-cost calls and instant wake-ups: the
+    time until the last order of an ideal run. With --poll, also the makespan
+    of the classic design that sleeps the retry and republish times. A workload
+    that can never finish is explained (who waits for what, what fills the
+    producers' slots) and exits with code 3.
+
+    \b
+    Examples:
+      mpmarket simulate configs/busy-market.toml --poll
+      mpmarket simulate --producers 16 --consumers 32 --seed 3
+    """
+    console = Console(stderr=True)
+    try:
+        workload = _workload(config, producers, consumers, sessions, seed, queue_size)
+    except WorkloadError as error:
+        _fail(console, str(error), ExitCode.USAGE)
+    ideal = simulate(workload)
+    for line in format_simulation(ideal, "ideal"):
+        click.echo(line)
+    if poll:
+        for line in format_simulation(simulate(workload, poll=True), "polling"):
+            click.echo(line)
+    sys.exit(ExitCode.DEADLOCK if ideal.deadlock else ExitCode.OK)
 
 
 def main() -> None:

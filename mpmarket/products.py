@@ -62,7 +62,7 @@ def product_from_spec(spec: Any, *, kind: str, source: str, where: str) -> Produ
     ``source`` (the file) and ``where`` (the field path) only serve the error
     message: a bad spec raises ``WorkloadError`` naming both.
     """
-    cls = PRODUCT_TYPES.get(kind)
+    cls = PRODUCT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise WorkloadError(
             source, where, f"a product type among {', '.join(PRODUCT_TYPES)}", repr(kind)

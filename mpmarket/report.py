@@ -12,9 +12,17 @@ from typing import Any
 from rich.table import Table
 
 from mpmarket.runner import RunReport
+from mpmarket.simulate import Simulation
 from mpmarket.workload import purchase_line
 
-__all__ = ["REPORT_VERSION", "format_summary", "report_to_json", "result_lines"]
+__all__ = [
+    "REPORT_VERSION",
+    "efficiency",
+    "format_simulation",
+    "format_summary",
+    "report_to_json",
+    "result_lines",
+]
 
 REPORT_VERSION = 1
 
@@ -24,7 +32,24 @@ def result_lines(consumer: str, products: list[Any]) -> str:
     return "".join(purchase_line(consumer, product) + "\n" for product in products)
 
 
-def format_summary(report: RunReport) -> Table:
+def format_simulation(simulation: Simulation, label: str) -> list[str]:
+    """Plain lines for ``mpmarket simulate``: the makespan or the deadlock."""
+    if simulation.deadlock is not None:
+        return [f"{label}: never finishes", *simulation.deadlock.explain()]
+    return [
+        f"{label} makespan: {simulation.makespan:.3f} s "
+        f"({sum(simulation.purchases.values())} products bought, {simulation.published} published)"
+    ]
+
+
+def efficiency(report: RunReport, ideal_s: float | None) -> float | None:
+    """ideal / market time: 1.0 is a run as fast as the simulated best."""
+    if ideal_s is None or report.market_s <= 0:
+        return None
+    return ideal_s / report.market_s
+
+
+def format_summary(report: RunReport, ideal_s: float | None = None) -> Table:
     """One small table: what was bought, by whom, how long each phase took."""
     table = Table(title="mpmarket run", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
@@ -35,6 +60,9 @@ def format_summary(report: RunReport) -> Table:
     table.add_row("products bought", str(report.products_bought))
     table.add_row("start-up", f"{report.startup_s:.3f} s")
     table.add_row("market time", f"{report.market_s:.3f} s")
+    ratio = efficiency(report, ideal_s)
+    if ideal_s is not None and ratio is not None:
+        table.add_row("simulated ideal", f"{ideal_s:.3f} s ({ratio:.1%} efficiency)")
     table.add_row("shutdown", f"{report.shutdown_s:.3f} s")
     table.add_row("wall time", f"{report.wall_s:.3f} s")
     if report.books is not None:
@@ -44,7 +72,9 @@ def format_summary(report: RunReport) -> Table:
     return table
 
 
-def report_to_json(report: RunReport, exit_code: int) -> dict[str, Any]:
+def report_to_json(
+    report: RunReport, exit_code: int, ideal_s: float | None = None
+) -> dict[str, Any]:
     """The ``--json`` report: versioned, plain data."""
     return {
         "version": REPORT_VERSION,
@@ -62,7 +92,9 @@ def report_to_json(report: RunReport, exit_code: int) -> dict[str, Any]:
             "market_s": report.market_s,
             "shutdown_s": report.shutdown_s,
             "wall_s": report.wall_s,
+            "ideal_s": ideal_s,
         },
+        "efficiency": efficiency(report, ideal_s),
         "books": asdict(report.books) if report.books is not None else None,
         "failures": report.failures,
         "interrupted": report.interrupted,
