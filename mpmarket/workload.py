@@ -16,6 +16,7 @@ import json
 import random
 import tomllib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -196,7 +197,7 @@ def _read(path: Path) -> str:
         raise WorkloadError(str(path), "", "a readable UTF-8 text file", str(error)) from None
 
 
-# -- the course's JSON format ------------------------------------------------
+# -- the file formats: the course's JSON and mpmarket's TOML ---------------------
 
 
 def load_course_json(path: str | Path) -> Workload:
@@ -212,83 +213,137 @@ def load_course_json(path: str | Path) -> Workload:
     return parse_course(data, str(path))
 
 
-def parse_course(data: Any, source: str) -> Workload:
-    """Validate parsed course JSON and build a Workload."""
+@dataclass(frozen=True)
+class _Format:
+    """Where a file format keeps each part of a workload, and how it spells steps and ops."""
+
+    kind_key: str  # the key naming a product's class
+    steps_key: str  # a producer's list of production steps
+    sessions_key: str  # a consumer's list of sessions
+    market_key: str  # the table of market settings
+    agents_required: bool  # must "producers" and "consumers" be present?
+    read_step: Callable[[_Checker, dict[str, Product], Any, str], ProductionStep]
+    read_op: Callable[[_Checker, dict[str, Product], Any, str], Op]
+
+
+def _course_step(
+    check: _Checker, catalog: dict[str, Product], entry: Any, where: str
+) -> ProductionStep:
+    if not isinstance(entry, list) or len(entry) != 3:
+        raise check.fail(where, "[product id, quantity, seconds to make one]", entry)
+    return ProductionStep(
+        check.product(catalog, entry[0], f"{where}[0]"),
+        check.count(entry[1], f"{where}[1]"),
+        check.seconds(entry[2], f"{where}[2]"),
+    )
+
+
+def _course_op(check: _Checker, catalog: dict[str, Product], op: Any, where: str) -> Op:
+    op = check.table(op, where)
+    action = check.get(op, "type", where)
+    if action not in ("add", "remove"):
+        raise check.fail(f"{where}.type", '"add" or "remove"', action)
+    return Op(
+        action,
+        check.product(catalog, check.get(op, "product", where), f"{where}.product"),
+        check.count(check.get(op, "quantity", where), f"{where}.quantity"),
+    )
+
+
+def _toml_step(
+    check: _Checker, catalog: dict[str, Product], step: Any, where: str
+) -> ProductionStep:
+    step = check.table(step, where)
+    return ProductionStep(
+        check.product(catalog, check.get(step, "product", where), f"{where}.product"),
+        check.count(step.get("quantity", 1), f"{where}.quantity"),
+        check.seconds(check.get(step, "time", where), f"{where}.time"),
+    )
+
+
+def _toml_op(check: _Checker, catalog: dict[str, Product], op: Any, where: str) -> Op:
+    op = check.table(op, where)
+    actions = [a for a in ("add", "remove") if a in op]
+    if len(actions) != 1:
+        raise check.fail(where, 'exactly one of "add" or "remove"', op)
+    action = actions[0]
+    unknown = set(op) - {action, "quantity"}
+    if unknown:
+        raise check.fail(f"{where}.{sorted(unknown)[0]}", '"add", "remove" or "quantity" only')
+    return Op(
+        action,  # type: ignore[arg-type]
+        check.product(catalog, op[action], f"{where}.{action}"),
+        check.count(op.get("quantity", 1), f"{where}.quantity"),
+    )
+
+
+_COURSE = _Format(
+    "product_type", "products", "carts", "marketplace", True, _course_step, _course_op
+)
+_TOML = _Format("kind", "make", "sessions", "market", False, _toml_step, _toml_op)
+
+
+def _parse(data: Any, source: str, fmt: _Format) -> Workload:
+    """Validate parsed data laid out as ``fmt`` says, and build a Workload."""
     check = _Checker(source)
     root = check.table(data, "(top level)")
     catalog: dict[str, Product] = {}
     for key, spec in check.table(check.get(root, "products", ""), "products").items():
         field = f"products.{key}"
         spec = check.table(spec, field)
-        kind = check.get(spec, "product_type", field)
-        fields = {k: v for k, v in spec.items() if k != "product_type"}
+        kind = check.get(spec, fmt.kind_key, field)
+        fields = {k: v for k, v in spec.items() if k != fmt.kind_key}
         catalog[key] = product_from_spec(fields, kind=kind, source=source, where=field)
 
+    def agents(key: str) -> list[Any]:
+        value = check.get(root, key, "") if fmt.agents_required else root.get(key, [])
+        return check.array(value, key)
+
     producers = []
-    for index, spec in enumerate(check.array(check.get(root, "producers", ""), "producers")):
+    for index, spec in enumerate(agents("producers")):
         field = f"producers[{index}]"
         spec = check.table(spec, field)
-        steps = []
-        for number, entry in enumerate(
-            check.array(check.get(spec, "products", field), f"{field}.products")
-        ):
-            where = f"{field}.products[{number}]"
-            if not isinstance(entry, list) or len(entry) != 3:
-                raise check.fail(where, "[product id, quantity, seconds to make one]", entry)
-            steps.append(
-                ProductionStep(
-                    check.product(catalog, entry[0], f"{where}[0]"),
-                    check.count(entry[1], f"{where}[1]"),
-                    check.seconds(entry[2], f"{where}[2]"),
-                )
-            )
+        entries = check.array(check.get(spec, fmt.steps_key, field), f"{field}.{fmt.steps_key}")
+        steps = [
+            fmt.read_step(check, catalog, entry, f"{field}.{fmt.steps_key}[{number}]")
+            for number, entry in enumerate(entries)
+        ]
+        wait = check.get(spec, "republish_wait_time", field)
         producers.append(
             ProducerSpec(
                 check.name(check.get(spec, "name", field), f"{field}.name"),
                 tuple(steps),
-                check.seconds(
-                    check.get(spec, "republish_wait_time", field), f"{field}.republish_wait_time"
-                ),
+                check.seconds(wait, f"{field}.republish_wait_time"),
             )
         )
 
     consumers = []
-    for index, spec in enumerate(check.array(check.get(root, "consumers", ""), "consumers")):
+    for index, spec in enumerate(agents("consumers")):
         field = f"consumers[{index}]"
         spec = check.table(spec, field)
         sessions = []
-        for number, cart in enumerate(
-            check.array(check.get(spec, "carts", field), f"{field}.carts")
+        key = fmt.sessions_key
+        for number, session in enumerate(
+            check.array(check.get(spec, key, field), f"{field}.{key}")
         ):
-            ops = []
-            for position, op in enumerate(check.array(cart, f"{field}.carts[{number}]")):
-                where = f"{field}.carts[{number}][{position}]"
-                op = check.table(op, where)
-                action = check.get(op, "type", where)
-                if action not in ("add", "remove"):
-                    raise check.fail(f"{where}.type", '"add" or "remove"', action)
-                ops.append(
-                    Op(
-                        action,
-                        check.product(catalog, check.get(op, "product", where), f"{where}.product"),
-                        check.count(check.get(op, "quantity", where), f"{where}.quantity"),
-                    )
-                )
-            sessions.append(tuple(ops))
+            where = f"{field}.{key}[{number}]"
+            ops = check.array(session, where)
+            sessions.append(
+                tuple(fmt.read_op(check, catalog, op, f"{where}[{i}]") for i, op in enumerate(ops))
+            )
+        wait = check.get(spec, "retry_wait_time", field)
         consumers.append(
             ConsumerSpec(
                 check.name(check.get(spec, "name", field), f"{field}.name"),
-                check.seconds(
-                    check.get(spec, "retry_wait_time", field), f"{field}.retry_wait_time"
-                ),
+                check.seconds(wait, f"{field}.retry_wait_time"),
                 tuple(sessions),
             )
         )
 
-    market = check.table(root.get("marketplace", {}), "marketplace")
+    market = check.table(root.get(fmt.market_key, {}), fmt.market_key)
     queue_size = check.count(
         market.get("queue_size_per_producer", DEFAULT_QUEUE_SIZE),
-        "marketplace.queue_size_per_producer",
+        f"{fmt.market_key}.queue_size_per_producer",
         minimum=1,
     )
     check.unique([p.name for p in producers], "producers")
@@ -296,7 +351,14 @@ def parse_course(data: Any, source: str) -> Workload:
     return Workload(tuple(producers), tuple(consumers), queue_size, source)
 
 
-# -- mpmarket's TOML format --------------------------------------------------
+def parse_course(data: Any, source: str) -> Workload:
+    """Validate parsed course JSON and build a Workload."""
+    return _parse(data, source, _COURSE)
+
+
+def parse_toml(data: Any, source: str) -> Workload:
+    """Validate parsed TOML and build a Workload."""
+    return _parse(data, source, _TOML)
 
 
 def load_toml(path: str | Path) -> Workload:
@@ -308,92 +370,6 @@ def load_toml(path: str | Path) -> Workload:
     except tomllib.TOMLDecodeError as error:
         raise WorkloadError(str(path), "", "valid TOML", str(error)) from None
     return parse_toml(data, str(path))
-
-
-def parse_toml(data: dict[str, Any], source: str) -> Workload:
-    """Validate parsed TOML and build a Workload."""
-    check = _Checker(source)
-    catalog: dict[str, Product] = {}
-    for key, spec in check.table(check.get(data, "products", ""), "products").items():
-        field = f"products.{key}"
-        spec = check.table(spec, field)
-        kind = check.get(spec, "kind", field)
-        fields = {k: v for k, v in spec.items() if k != "kind"}
-        catalog[key] = product_from_spec(fields, kind=kind, source=source, where=field)
-
-    producers = []
-    for index, spec in enumerate(check.array(data.get("producers", []), "producers")):
-        field = f"producers[{index}]"
-        spec = check.table(spec, field)
-        steps = []
-        for number, step in enumerate(check.array(check.get(spec, "make", field), f"{field}.make")):
-            where = f"{field}.make[{number}]"
-            step = check.table(step, where)
-            steps.append(
-                ProductionStep(
-                    check.product(catalog, check.get(step, "product", where), f"{where}.product"),
-                    check.count(step.get("quantity", 1), f"{where}.quantity"),
-                    check.seconds(check.get(step, "time", where), f"{where}.time"),
-                )
-            )
-        producers.append(
-            ProducerSpec(
-                check.name(check.get(spec, "name", field), f"{field}.name"),
-                tuple(steps),
-                check.seconds(
-                    check.get(spec, "republish_wait_time", field), f"{field}.republish_wait_time"
-                ),
-            )
-        )
-
-    consumers = []
-    for index, spec in enumerate(check.array(data.get("consumers", []), "consumers")):
-        field = f"consumers[{index}]"
-        spec = check.table(spec, field)
-        sessions = []
-        for number, session in enumerate(
-            check.array(check.get(spec, "sessions", field), f"{field}.sessions")
-        ):
-            ops = []
-            for position, op in enumerate(check.array(session, f"{field}.sessions[{number}]")):
-                where = f"{field}.sessions[{number}][{position}]"
-                op = check.table(op, where)
-                actions = [a for a in ("add", "remove") if a in op]
-                if len(actions) != 1:
-                    raise check.fail(where, 'exactly one of "add" or "remove"', op)
-                action = actions[0]
-                unknown = set(op) - {action, "quantity"}
-                if unknown:
-                    raise check.fail(
-                        f"{where}.{sorted(unknown)[0]}", '"add", "remove" or "quantity" only'
-                    )
-                ops.append(
-                    Op(
-                        action,  # type: ignore[arg-type]
-                        check.product(catalog, op[action], f"{where}.{action}"),
-                        check.count(op.get("quantity", 1), f"{where}.quantity"),
-                    )
-                )
-            sessions.append(tuple(ops))
-        consumers.append(
-            ConsumerSpec(
-                check.name(check.get(spec, "name", field), f"{field}.name"),
-                check.seconds(
-                    check.get(spec, "retry_wait_time", field), f"{field}.retry_wait_time"
-                ),
-                tuple(sessions),
-            )
-        )
-
-    market = check.table(data.get("market", {}), "market")
-    queue_size = check.count(
-        market.get("queue_size_per_producer", DEFAULT_QUEUE_SIZE),
-        "market.queue_size_per_producer",
-        minimum=1,
-    )
-    check.unique([p.name for p in producers], "producers")
-    check.unique([c.name for c in consumers], "consumers")
-    return Workload(tuple(producers), tuple(consumers), queue_size, source)
 
 
 def load_workload(path: str | Path) -> Workload:
