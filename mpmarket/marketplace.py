@@ -191,9 +191,9 @@ class Marketplace:
                 return self._logged("publish", False, producer_id, product, timeout)
             waiter = _PublishWaiter(product)
             self._publish_waiters.setdefault(producer_id, deque()).append(waiter)
-        waiter.signal.acquire(timeout=timeout)
+        waiter.signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
         with self._lock:
-            if not waiter.done:
+            if not waiter.done and not waiter.closed:  # close() cleared the queues
                 queue = self._publish_waiters[producer_id]
                 if waiter in queue:
                     queue.remove(waiter)
@@ -240,7 +240,7 @@ class Marketplace:
                 return self._logged("add", taken, cart_id, product, quantity, timeout)
             waiter = _AddWaiter(cart, quantity - taken)
             self._add_waiters.setdefault(product, deque()).append(waiter)
-        waiter.signal.acquire(timeout=timeout)
+        waiter.signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
         with self._lock:
             if waiter.received < waiter.needed and not waiter.closed:
                 queue = self._add_waiters[product]
@@ -369,9 +369,13 @@ class Marketplace:
         return taken
 
     def _slot_freed(self, producer_id: int) -> None:
-        """Publish the unit of the first producer call waiting for this slot."""
+        """Publish the units of producer calls waiting, while a slot is free.
+
+        The producer may still be at or above the cap (removes go back above
+        it); and a unit handed straight to a waiting cart leaves the slot free.
+        """
         waiters = self._publish_waiters.get(producer_id)
-        if waiters:
+        while waiters and self._on_sale_per_producer[producer_id] < self.queue_size_per_producer:
             waiter = waiters.popleft()
             self._published += 1
             self._put_on_sale(producer_id, waiter.product)
@@ -379,12 +383,16 @@ class Marketplace:
             waiter.signal.release()
 
     def _cart(self, cart_id: int) -> dict[Product, list[int]]:
-        if type(cart_id) is not int or not 0 <= cart_id < len(self._carts):
+        if type(cart_id) is not int:  # bool too: True is not cart 1
+            raise InvalidArgumentError(f"cart id must be an int, got {cart_id!r}")
+        if not 0 <= cart_id < len(self._carts):
             raise UnknownCartError(cart_id)
         return self._carts[cart_id]
 
     def _check_producer(self, producer_id: int) -> None:
-        if type(producer_id) is not int or not 0 <= producer_id < len(self._on_sale_per_producer):
+        if type(producer_id) is not int:  # bool too: True is not producer 1
+            raise InvalidArgumentError(f"producer id must be an int, got {producer_id!r}")
+        if not 0 <= producer_id < len(self._on_sale_per_producer):
             raise UnknownProducerError(producer_id)
 
     def _check_open(self) -> None:

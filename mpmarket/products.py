@@ -9,6 +9,7 @@ a hash for free.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -56,29 +57,45 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def product_from_spec(spec: Any, *, kind: str, source: str, where: str) -> Product:
+def product_from_spec(
+    spec: Any, *, kind: str, source: str, where: str, kind_key: str = "kind"
+) -> Product:
     """Build a product from ``{"name": ..., "price": ..., ...}`` and a class name.
 
-    ``source`` (the file) and ``where`` (the field path) only serve the error
-    message: a bad spec raises ``WorkloadError`` naming both.
+    ``source`` (the file), ``where`` (the field path) and ``kind_key`` (the key
+    that named the class) only serve the error message: a bad spec raises
+    ``WorkloadError`` naming them. Unknown fields are refused, as a typo would
+    otherwise pass silently.
     """
     cls = PRODUCT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise WorkloadError(
-            source, where, f"a product type among {', '.join(PRODUCT_TYPES)}", repr(kind)
+            source,
+            f"{where}.{kind_key}",
+            f"a product type among {', '.join(PRODUCT_TYPES)}",
+            repr(kind),
         )
     if not isinstance(spec, dict):
         raise WorkloadError(source, where, "a table of product fields", type(spec).__name__)
+    names = [field.name for field in fields(cls)]
+    for key in spec:
+        if key not in names:
+            raise WorkloadError(
+                source, f"{where}.{key}", f"only the fields of {kind}: {', '.join(names)}"
+            )
     values: dict[str, Any] = {}
-    for field in fields(cls):
-        if field.name not in spec:
-            raise WorkloadError(source, f"{where}.{field.name}", f"a value (required by {kind})")
-        value = spec[field.name]
-        expected = _FIELD_TYPES[field.name]
-        if isinstance(value, bool) or not isinstance(value, expected):
-            names = " or ".join("a string" if t is str else "a number" for t in expected)
-            raise WorkloadError(source, f"{where}.{field.name}", names, repr(value))
-        if field.name == "price" and value < 0:
+    for name in names:
+        if name not in spec:
+            raise WorkloadError(source, f"{where}.{name}", f"a value (required by {kind})")
+        value = spec[name]
+        if _FIELD_TYPES[name] == (str,):
+            if not isinstance(value, str):
+                raise WorkloadError(source, f"{where}.{name}", "a string", repr(value))
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise WorkloadError(source, f"{where}.{name}", "a number", repr(value))
+        elif not math.isfinite(value):
+            raise WorkloadError(source, f"{where}.{name}", "a finite number", repr(value))
+        if name == "price" and value < 0:
             raise WorkloadError(source, f"{where}.price", "a non-negative number", repr(value))
-        values[field.name] = value
+        values[name] = value
     return cls(**values)

@@ -144,6 +144,13 @@ class _Checker:
             raise self.fail(field, "a list", data)
         return data
 
+    def known(self, data: dict[str, Any], allowed: tuple[str, ...], field: str) -> None:
+        """Refuse keys the format does not have: a typo must not pass silently."""
+        for key in data:
+            if key not in allowed:
+                where = f"{field}.{key}" if field else key
+                raise self.fail(where, f"one of the known keys: {', '.join(allowed)}")
+
     def get(self, data: dict[str, Any], key: str, field: str) -> Any:
         if key not in data:
             raise self.fail(f"{field}.{key}" if field else key, "a value (missing)")
@@ -240,6 +247,7 @@ def _course_step(
 
 def _course_op(check: _Checker, catalog: dict[str, Product], op: Any, where: str) -> Op:
     op = check.table(op, where)
+    check.known(op, ("type", "product", "quantity"), where)
     action = check.get(op, "type", where)
     if action not in ("add", "remove"):
         raise check.fail(f"{where}.type", '"add" or "remove"', action)
@@ -254,6 +262,7 @@ def _toml_step(
     check: _Checker, catalog: dict[str, Product], step: Any, where: str
 ) -> ProductionStep:
     step = check.table(step, where)
+    check.known(step, ("product", "quantity", "time"), where)
     return ProductionStep(
         check.product(catalog, check.get(step, "product", where), f"{where}.product"),
         check.count(step.get("quantity", 1), f"{where}.quantity"),
@@ -287,13 +296,16 @@ def _parse(data: Any, source: str, fmt: _Format) -> Workload:
     """Validate parsed data laid out as ``fmt`` says, and build a Workload."""
     check = _Checker(source)
     root = check.table(data, "(top level)")
+    check.known(root, ("products", "producers", "consumers", fmt.market_key), "")
     catalog: dict[str, Product] = {}
     for key, spec in check.table(check.get(root, "products", ""), "products").items():
         field = f"products.{key}"
         spec = check.table(spec, field)
         kind = check.get(spec, fmt.kind_key, field)
         fields = {k: v for k, v in spec.items() if k != fmt.kind_key}
-        catalog[key] = product_from_spec(fields, kind=kind, source=source, where=field)
+        catalog[key] = product_from_spec(
+            fields, kind=kind, source=source, where=field, kind_key=fmt.kind_key
+        )
 
     def agents(key: str) -> list[Any]:
         value = check.get(root, key, "") if fmt.agents_required else root.get(key, [])
@@ -303,6 +315,7 @@ def _parse(data: Any, source: str, fmt: _Format) -> Workload:
     for index, spec in enumerate(agents("producers")):
         field = f"producers[{index}]"
         spec = check.table(spec, field)
+        check.known(spec, ("name", fmt.steps_key, "republish_wait_time"), field)
         entries = check.array(check.get(spec, fmt.steps_key, field), f"{field}.{fmt.steps_key}")
         steps = [
             fmt.read_step(check, catalog, entry, f"{field}.{fmt.steps_key}[{number}]")
@@ -321,6 +334,7 @@ def _parse(data: Any, source: str, fmt: _Format) -> Workload:
     for index, spec in enumerate(agents("consumers")):
         field = f"consumers[{index}]"
         spec = check.table(spec, field)
+        check.known(spec, ("name", fmt.sessions_key, "retry_wait_time"), field)
         sessions = []
         key = fmt.sessions_key
         for number, session in enumerate(
@@ -341,6 +355,7 @@ def _parse(data: Any, source: str, fmt: _Format) -> Workload:
         )
 
     market = check.table(root.get(fmt.market_key, {}), fmt.market_key)
+    check.known(market, ("queue_size_per_producer",), fmt.market_key)
     queue_size = check.count(
         market.get("queue_size_per_producer", DEFAULT_QUEUE_SIZE),
         f"{fmt.market_key}.queue_size_per_producer",

@@ -110,7 +110,7 @@ def test_toml_config_json_report_and_operation_log(tmp_path):
             '{"products": {"a": {"product_type": "Mate", "name": "x", "price": 1}}, '
             '"producers": [], "consumers": []}',
             ".json",
-            "products.a: expected a product type",
+            "products.a.product_type: expected a product type",
         ),
         (
             '{"products": {}, "producers": [{"name": "p", "products": [], '
