@@ -19,6 +19,8 @@ and a proxy caller must see the same type as a local caller.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "InvalidArgumentError",
     "MarketClosedError",
@@ -90,7 +92,15 @@ class WorkloadError(MpmarketError):
     def __str__(self) -> str:
         where = f"{self.source}: {self.field}" if self.field else self.source
         got = f", got {self.got}" if self.got is not None else ""
-        return f"{where}: expected {self.expected}{got}"
+        # One line, always: a key read from a file may hold a newline.
+        return _CONTROL.sub(_escape, f"{where}: expected {self.expected}{got}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
 
 
 class RunError(MpmarketError):
