@@ -7,8 +7,11 @@
     │   ├── UnknownProducerError    a producer id that register_producer never gave
     │   ├── UnknownCartError        a cart id that new_cart never gave
     │   ├── InvalidArgumentError    an argument of the wrong type or value
+    │   ├── CartRevokedError        the cart was released: its owner was taken for dead
     │   └── MarketClosedError       the market was closed: the run is over
     ├── MarketUnavailableError      the server cannot be reached or went away
+    │   └── VersionMismatchError    the server runs another mpmarket or protocol version
+    ├── AuthkeyError                an authkey is missing, unreadable, too short or exposed
     ├── WorkloadError               a workload file or flag is wrong (file, field, expected)
     └── RunError                    a run failed: an agent died or reported an error
 
@@ -22,6 +25,8 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "AuthkeyError",
+    "CartRevokedError",
     "InvalidArgumentError",
     "MarketClosedError",
     "MarketError",
@@ -30,6 +35,7 @@ __all__ = [
     "RunError",
     "UnknownCartError",
     "UnknownProducerError",
+    "VersionMismatchError",
     "WorkloadError",
 ]
 
@@ -68,6 +74,21 @@ class InvalidArgumentError(MarketError):
     """An argument has the wrong type or value (the server stays consistent)."""
 
 
+class CartRevokedError(MarketError):
+    """The cart was released (its owner was taken for dead); it is unusable.
+
+    A fencing token of sorts: a consumer that was only frozen and wakes after
+    its cart went back on sale must not buy those products a second time.
+    """
+
+    def __init__(self, cart_id: object) -> None:
+        super().__init__(cart_id)
+        self.cart_id = cart_id
+
+    def __str__(self) -> str:
+        return f"cart {self.cart_id!r} was released: its owner was taken for dead"
+
+
 class MarketClosedError(MarketError):
     """The market is closed; no operation is possible any more."""
 
@@ -77,6 +98,17 @@ class MarketClosedError(MarketError):
 
 class MarketUnavailableError(MpmarketError):
     """The market server cannot be reached, refused us, or went away."""
+
+
+class VersionMismatchError(MarketUnavailableError):
+    """The server runs another mpmarket version or protocol: refused at attach."""
+
+
+class AuthkeyError(MpmarketError):
+    """An authkey is missing, unreadable, too short, or readable by others.
+
+    Its message names the file or the variable, never the key.
+    """
 
 
 class WorkloadError(MpmarketError):

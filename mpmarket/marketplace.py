@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
 from mpmarket.errors import (
+    CartRevokedError,
     InvalidArgumentError,
     MarketClosedError,
     UnknownCartError,
@@ -45,7 +47,7 @@ from mpmarket.errors import (
 )
 from mpmarket.products import Product
 
-__all__ = ["Market", "MarketBooks", "Marketplace"]
+__all__ = ["Market", "MarketBooks", "MarketSnapshot", "MarketWaits", "Marketplace"]
 
 
 class Market(Protocol):
@@ -87,13 +89,59 @@ class MarketBooks:
         return self.published == self.on_sale + self.in_carts + self.ordered
 
 
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """What ``mpmarket status`` shows, taken under the market's lock at once.
+
+    ``on_sale``: (producer id, product, units on sale), by producer then the
+    order products first went on sale; ``carts``: units in each cart, by cart
+    id; ``ordered``: products bought so far in ``orders`` orders.
+    """
+
+    queue_size_per_producer: int
+    producers: int
+    published: int
+    on_sale: tuple[tuple[int, Product, int], ...]
+    carts: tuple[int, ...]
+    orders: int
+    ordered: int
+    waiting_consumers: int
+    waiting_producers: int
+    closed: bool
+
+    @property
+    def units_on_sale(self) -> int:
+        return sum(units for _, _, units in self.on_sale)
+
+    @property
+    def units_in_carts(self) -> int:
+        return sum(self.carts)
+
+
+@dataclass(frozen=True)
+class MarketWaits:
+    """Who is blocked in the market: the raw material of a stall report.
+
+    ``consumers``: (cart id, product, units still wanted) per waiting add;
+    ``producers``: (producer id, product) per waiting publish; ``slots``:
+    producer id -> (product, units on sale) pairs.
+    """
+
+    queue_size_per_producer: int
+    consumers: tuple[tuple[int, Product, int], ...]
+    producers: tuple[tuple[int, Product], ...]
+    slots: dict[int, tuple[tuple[Product, int], ...]]
+
+
 class _AddWaiter:
     """A blocked ``add_many``: filled by publishers, woken once full or closed."""
 
-    __slots__ = ("cart", "closed", "needed", "received", "signal")
+    __slots__ = ("cart", "cart_id", "closed", "needed", "received", "revoked", "signal")
 
-    def __init__(self, cart: dict[Product, list[int]], needed: int) -> None:
+    def __init__(self, cart_id: int, cart: dict[Product, list[int]], needed: int) -> None:
+        self.cart_id = cart_id
         self.cart = cart
+        self.revoked = False
         self.needed = needed
         self.received = 0
         self.closed = False
@@ -129,6 +177,10 @@ def _check_timeout(value: object) -> float:
 def _check_product(value: object) -> Product:
     if not isinstance(value, Product):
         raise InvalidArgumentError(f"product must be a Product, got {value!r}")
+    try:  # a pickled product can carry fields of any type: a list would fail
+        hash(value)  # in the middle of an operation, after the books changed
+    except Exception:
+        raise InvalidArgumentError(f"product must be hashable, got {value!r}") from None
     return value
 
 
@@ -153,6 +205,9 @@ class Marketplace:
         self._on_sale: dict[Product, deque[int]] = {}
         self._on_sale_per_producer: list[int] = []
         self._carts: list[dict[Product, list[int]]] = []
+        self._cart_seen: list[float] = []  # monotonic time of each cart's last call
+        self._cart_busy: list[int] = []  # calls of each cart waiting in the market
+        self._revoked: set[int] = set()  # carts released for good (owner gone)
         self._add_waiters: dict[Product, deque[_AddWaiter]] = {}
         self._publish_waiters: dict[int, deque[_PublishWaiter]] = {}
         self._published = 0
@@ -209,6 +264,8 @@ class Marketplace:
             self._check_open()
             cart_id = len(self._carts)
             self._carts.append({})
+            self._cart_seen.append(time.monotonic())
+            self._cart_busy.append(0)
         if self._log:
             self._log.info("new_cart() -> %d", cart_id)
         return cart_id
@@ -238,16 +295,21 @@ class Marketplace:
             taken = self._take_from_sale(cart, product, quantity)
             if taken == quantity or timeout <= 0:
                 return self._logged("add", taken, cart_id, product, quantity, timeout)
-            waiter = _AddWaiter(cart, quantity - taken)
+            waiter = _AddWaiter(cart_id, cart, quantity - taken)
             self._add_waiters.setdefault(product, deque()).append(waiter)
+            self._cart_busy[cart_id] += 1
         waiter.signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
         with self._lock:
-            if waiter.received < waiter.needed and not waiter.closed:
+            self._cart_busy[cart_id] -= 1
+            self._cart_seen[cart_id] = time.monotonic()
+            if waiter.received < waiter.needed and not (waiter.closed or waiter.revoked):
                 queue = self._add_waiters[product]
                 if waiter in queue:
                     queue.remove(waiter)
             if waiter.closed:
                 raise MarketClosedError()
+            if waiter.revoked:
+                raise CartRevokedError(cart_id)
             got = taken + waiter.received
             return self._logged("add", got, cart_id, product, quantity, timeout)
 
@@ -335,7 +397,156 @@ class Marketplace:
                 closed=self._closed,
             )
 
+    def snapshot(self) -> MarketSnapshot:
+        """What is on sale per producer and product, and what each cart holds.
+
+        For ``mpmarket status``: a scan of the market under its lock, so one
+        consistent picture; not for the hot path.
+        """
+        with self._lock:
+            held: dict[tuple[int, Product], int] = {}
+            for product, queue in self._on_sale.items():
+                for producer_id in queue:
+                    held[producer_id, product] = held.get((producer_id, product), 0) + 1
+            return MarketSnapshot(
+                queue_size_per_producer=self.queue_size_per_producer,
+                producers=len(self._on_sale_per_producer),
+                published=self._published,
+                on_sale=tuple(
+                    (producer_id, product, units)
+                    for (producer_id, product), units in sorted(
+                        held.items(), key=lambda item: item[0][0]
+                    )
+                ),
+                carts=tuple(sum(len(units) for units in cart.values()) for cart in self._carts),
+                orders=self._orders,
+                ordered=self._ordered,
+                waiting_consumers=sum(len(q) for q in self._add_waiters.values()),
+                waiting_producers=sum(len(q) for q in self._publish_waiters.values()),
+                closed=self._closed,
+            )
+
+    # -- faults: carts of vanished owners, audits, who waits -----------------
+
+    def release_cart(self, cart_id: int) -> int:
+        """Put every unit of a cart back on sale and revoke the cart for good.
+
+        For a consumer that died: its products must not be lost. A call of the
+        old owner still waiting in the market, or made later (a process that
+        was only frozen), gets ``CartRevokedError``: a unit is never sold twice.
+        Returns how many units went back on sale; 0 if already revoked.
+        """
+        with self._lock:
+            if type(cart_id) is not int or not 0 <= cart_id < len(self._carts):
+                raise UnknownCartError(cart_id)
+            released = self._release(cart_id)
+        if self._log:
+            self._log.info("release_cart(%d) -> %d", cart_id, released)
+        return released
+
+    def expire_idle_carts(self, idle_s: float) -> list[int]:
+        """Release the carts that hold units and saw no call for ``idle_s`` seconds.
+
+        The lease of remote consumers: a live consumer is always in a call or
+        between two calls microseconds apart, so a cart that holds units and
+        sees no call for long belongs to a consumer that vanished. Empty carts
+        are left alone: nothing is lost, and a slow starter keeps its cart.
+        """
+        _check_timeout(idle_s)
+        with self._lock:
+            horizon = time.monotonic() - idle_s
+            expired = [
+                cart_id
+                for cart_id, cart in enumerate(self._carts)
+                if cart
+                and not self._cart_busy[cart_id]
+                and self._cart_seen[cart_id] < horizon
+                and cart_id not in self._revoked
+            ]
+            for cart_id in expired:
+                self._release(cart_id)
+        if self._log and expired:
+            self._log.info("expire_idle_carts(%r) -> %r", idle_s, expired)
+        return expired
+
+    def audit(self) -> list[str]:
+        """Recount everything from scratch; return the invariants that fail.
+
+        Empty when the books are right: every unit published is on sale, in
+        one cart or ordered; each producer's count equals its units on sale;
+        nobody waits for a product that is on sale.
+        """
+        with self._lock:
+            problems = []
+            counted = [0] * len(self._on_sale_per_producer)
+            for queue in self._on_sale.values():
+                for producer_id in queue:
+                    counted[producer_id] += 1
+            for producer_id, (kept, real) in enumerate(
+                zip(self._on_sale_per_producer, counted, strict=True)
+            ):
+                if kept != real:
+                    problems.append(f"producer {producer_id} counts {kept} on sale, holds {real}")
+            on_sale = sum(counted)
+            in_carts = sum(len(units) for cart in self._carts for units in cart.values())
+            if self._published != on_sale + in_carts + self._ordered:
+                problems.append(
+                    f"published {self._published} != on sale {on_sale} + in carts "
+                    f"{in_carts} + ordered {self._ordered}"
+                )
+            for product, waiters in self._add_waiters.items():
+                if waiters and self._on_sale.get(product):
+                    problems.append(f"consumers wait for {product!r} while it is on sale")
+            for cart_id in self._revoked:
+                if self._carts[cart_id]:
+                    problems.append(f"revoked cart {cart_id} still holds units")
+            return problems
+
+    def waits(self) -> MarketWaits:
+        """Who waits for what, and what fills each producer's slots."""
+        with self._lock:
+            consumers = tuple(
+                (waiter.cart_id, product, waiter.needed - waiter.received)
+                for product, queue in self._add_waiters.items()
+                for waiter in queue
+            )
+            producers = tuple(
+                (producer_id, waiter.product)
+                for producer_id, queue in self._publish_waiters.items()
+                for waiter in queue
+            )
+            slots: dict[int, dict[Product, int]] = {}
+            for product, queue in self._on_sale.items():
+                for producer_id in queue:
+                    held = slots.setdefault(producer_id, {})
+                    held[product] = held.get(product, 0) + 1
+            return MarketWaits(
+                self.queue_size_per_producer,
+                consumers,
+                producers,
+                {producer_id: tuple(held.items()) for producer_id, held in slots.items()},
+            )
+
     # -- internals (call with self._lock held) -------------------------------
+
+    def _release(self, cart_id: int) -> int:
+        """Revoke a cart: wake its waiting calls, then put its units on sale."""
+        if cart_id in self._revoked:
+            return 0
+        self._revoked.add(cart_id)
+        for queue in self._add_waiters.values():
+            for waiter in [w for w in queue if w.cart_id == cart_id]:
+                queue.remove(waiter)
+                waiter.revoked = True
+                waiter.signal.release()
+        cart = self._carts[cart_id]
+        released = 0
+        for product, units in cart.items():
+            for producer_id in units:
+                self._put_on_sale(producer_id, product)
+                released += 1
+        cart.clear()
+        return released
 
     def _put_on_sale(self, producer_id: int, product: Product) -> None:
         """A unit goes on sale, or straight into the cart of the first waiter."""
@@ -387,6 +598,9 @@ class Marketplace:
             raise InvalidArgumentError(f"cart id must be an int, got {cart_id!r}")
         if not 0 <= cart_id < len(self._carts):
             raise UnknownCartError(cart_id)
+        if cart_id in self._revoked:
+            raise CartRevokedError(cart_id)
+        self._cart_seen[cart_id] = time.monotonic()
         return self._carts[cart_id]
 
     def _check_producer(self, producer_id: int) -> None:

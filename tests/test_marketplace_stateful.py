@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 )
 
 from mpmarket.errors import (
+    CartRevokedError,
     InvalidArgumentError,
     MarketClosedError,
     UnknownCartError,
@@ -85,6 +86,7 @@ class MarketMachine(RuleBasedStateMachine):
         self.ordered = 0
         self.orders = 0
         self.closed = False
+        self.revoked: set[int] = set()
 
     @initialize(
         cap=st.integers(min_value=1, max_value=3),
@@ -105,8 +107,12 @@ class MarketMachine(RuleBasedStateMachine):
     def _producer(self, index: int) -> int:
         return index % len(self.on_sale_count)
 
+    def live_carts(self) -> list[int]:
+        return [cart for cart in range(len(self.carts)) if cart not in self.revoked]
+
     def _cart(self, index: int) -> int:
-        return index % len(self.carts)
+        live = self.live_carts()
+        return live[index % len(live)]
 
     def _put_on_sale(self, producer: int, product: Product) -> None:
         self.fifo.setdefault(product, deque()).append(producer)
@@ -164,7 +170,7 @@ class MarketMachine(RuleBasedStateMachine):
             if producer < len(self.on_sale_count):
                 self._publish(producer, product, wait=False)
 
-    @precondition(lambda self: self.carts)
+    @precondition(lambda self: self.live_carts())
     @rule(index=indices, product=products, quantity=quantities, wait=st.booleans())
     def add_many(self, index: int, product: Product, quantity: int, wait: bool) -> None:
         cart_id = self._cart(index)
@@ -183,7 +189,7 @@ class MarketMachine(RuleBasedStateMachine):
         if not units:
             del self.carts[cart_id][product]
 
-    @precondition(lambda self: self.carts)
+    @precondition(lambda self: self.live_carts())
     @rule(index=indices, product=products, quantity=quantities)
     def remove_many(self, index: int, product: Product, quantity: int) -> None:
         cart_id = self._cart(index)
@@ -200,7 +206,7 @@ class MarketMachine(RuleBasedStateMachine):
         if product in self.carts[cart_id] and not units:
             del self.carts[cart_id][product]
 
-    @precondition(lambda self: self.carts)
+    @precondition(lambda self: self.live_carts())
     @rule(index=indices)
     def place_order(self, index: int) -> None:
         cart_id = self._cart(index)
@@ -224,6 +230,23 @@ class MarketMachine(RuleBasedStateMachine):
         if not self.closed:
             assert type(raised.value) is expected
         assert self.market.books() == before
+
+    @precondition(lambda self: self.live_carts())
+    @rule(index=indices)
+    def release_cart(self, index: int) -> None:
+        """The owner died: its units go back on sale, the cart is revoked."""
+        cart_id = self._cart(index)
+        released = 0
+        for product, units in self.carts[cart_id].items():
+            for producer in units:
+                self._put_on_sale(producer, product)
+                released += 1
+        assert self.market.release_cart(cart_id) == released
+        self.carts[cart_id] = {}
+        self.revoked.add(cart_id)
+        assert self.market.release_cart(cart_id) == 0
+        with pytest.raises((CartRevokedError, MarketClosedError)):
+            self.market.place_order(cart_id)
 
     # Closing ends the interesting part, so only after some shopping.
     @precondition(lambda self: self.orders >= 5)
@@ -252,6 +275,7 @@ class MarketMachine(RuleBasedStateMachine):
         assert (books.waiting_consumers, books.waiting_producers) == (0, 0)
         assert books.closed == self.closed
         assert sum(self.on_sale_count) == on_sale
+        assert self.market.audit() == []
 
 
 MarketMachine.TestCase.settings = settings(
