@@ -3,35 +3,66 @@
 Exit codes (the same for every command):
 
 \b
-  0    success
+  0    success (serve: stopped by Ctrl-C or SIGTERM)
   1    the run failed: an agent died or reported an error, the market went away
-  2    bad usage or a bad workload (one line names the file and the field)
+       (serve: cannot listen on its address)
+  2    bad usage, a bad workload or a bad authkey (one line names what is wrong)
   3    the workload deadlocks (simulate predicts that it can never finish)
+  4    the market cannot be reached, refused the authkey, or runs another version
   130  interrupted (Ctrl-C or SIGTERM)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mpmarket import __version__
-from mpmarket.errors import MpmarketError, WorkloadError
+from mpmarket.authkey import ENV_VAR, Authkey, load_authkey
+from mpmarket.errors import AuthkeyError, MarketUnavailableError, MpmarketError, WorkloadError
+from mpmarket.marketplace import Marketplace
+from mpmarket.oplog import operation_logger
 from mpmarket.products import Product
 from mpmarket.report import format_simulation, format_summary, report_to_json, result_lines
-from mpmarket.runner import START_METHODS, LocalRun, RunObserver, default_start_method
+from mpmarket.runner import (
+    START_METHODS,
+    LocalRun,
+    RunObserver,
+    default_start_method,
+    pick_agents,
+)
+from mpmarket.server import (
+    DEFAULT_PORT,
+    Address,
+    ServedMarket,
+    format_address,
+    is_loopback,
+    parse_address,
+)
+from mpmarket.server import connect as attach
 from mpmarket.simulate import simulate
-from mpmarket.workload import Workload, generate, load_workload
+from mpmarket.status import (
+    format_serve_line,
+    format_serve_summary,
+    format_serve_view,
+    format_status,
+    status_to_json,
+)
+from mpmarket.workload import DEFAULT_QUEUE_SIZE, Workload, generate, load_workload
 
 __all__ = ["ExitCode", "main"]
 
@@ -41,12 +72,81 @@ class ExitCode(IntEnum):
     RUN_FAILED = 1
     USAGE = 2
     DEADLOCK = 3
+    UNREACHABLE = 4
     INTERRUPTED = 130
 
 
 # The live progress redraws at most this often: often enough to look alive,
 # rarely enough to cost nothing next to the orders it counts.
 PROGRESS_REFRESH_S = 0.1
+
+# serve's live view samples the market this often on a terminal (one
+# books() under the market lock each time: nothing next to the traffic)...
+SERVE_VIEW_INTERVAL_S = 0.25
+# ...and writes a plain line at most this often when stderr is not one (a
+# log file or a CI job), and only when something changed.
+SERVE_LOG_INTERVAL_S = 10.0
+
+# How long run --connect and status retry by default while the server is
+# not there yet (a CI job may start before the server's).
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+
+
+class AddressType(click.ParamType):
+    """``HOST:PORT`` (or ``[IPv6]:PORT``), as an address tuple."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_address(value)
+        except ValueError:
+            self.fail(f"expected HOST:PORT such as {DEFAULT_ADDRESS}, got {value!r}", param, ctx)
+
+
+class ShardType(click.ParamType):
+    """``K/N``: the K-th of N shards, 1 <= K <= N."""
+
+    name = "K/N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        k, sep, n = str(value).partition("/")
+        if sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n):
+            return int(k), int(n)
+        self.fail(f"expected K/N with 1 <= K <= N such as 2/4, got {value!r}", param, ctx)
+
+
+ADDRESS = AddressType()
+SHARD = ShardType()
+
+
+def authkey_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--authkey-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
+def connect_timeout_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--connect-timeout",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_CONNECT_TIMEOUT_S,
+        show_default=True,
+        help="Seconds to keep trying while the server is not there yet.",
+    )(command)
+
+
+_WORKER_KEY_HELP = (
+    f"File holding the market's authkey (else ${ENV_VAR}, else the default file that serve writes)."
+)
 
 
 class _PrintingObserver(RunObserver):
@@ -101,6 +201,14 @@ def _interrupt(signum: int, _frame: object) -> None:
 def _fail(console: Console, message: str, code: ExitCode) -> None:
     console.print(f"[bold red]mpmarket: error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+def _load_key(console: Console, key_file: Path | None, *, create: bool = False) -> Authkey:
+    try:
+        return load_authkey(key_file, create=create)[0]
+    except AuthkeyError as error:
+        _fail(console, str(error), ExitCode.USAGE)
+        raise  # unreachable: _fail exits
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -192,6 +300,35 @@ def _workload(
     help="Write a JSON report of the run to this file.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary on stderr.")
+@click.option(
+    "--connect",
+    type=ADDRESS,
+    help="Run the agents against the market served at HOST:PORT (mpmarket serve).",
+)
+@authkey_option(_WORKER_KEY_HELP)
+@connect_timeout_option
+@click.option(
+    "--only",
+    type=click.Choice(["producers", "consumers"]),
+    help="With --connect: run only the workload's producers, or only its consumers.",
+)
+@click.option(
+    "--agents",
+    "agent_names",
+    metavar="NAME,NAME,...",
+    help="With --connect: run only the agents of these names.",
+)
+@click.option(
+    "--shard",
+    type=SHARD,
+    help="With --connect: run the K-th of N equal parts of the (chosen) agents.",
+)
+@click.option(
+    "--close-market",
+    is_flag=True,
+    help="With --connect: close the market once this run's consumers are done "
+    "(ends the producers attached from anywhere).",
+)
 def run(
     config: Path | None,
     producers: int | None,
@@ -203,6 +340,13 @@ def run(
     log_file: Path | None,
     json_path: Path | None,
     quiet: bool,
+    connect: Address | None,
+    authkey_file: Path | None,
+    connect_timeout: float,
+    only: str | None,
+    agent_names: str | None,
+    shard: tuple[int, int] | None,
+    close_market: bool,
 ) -> None:
     """Run a workload: a server process and one process per agent.
 
@@ -211,18 +355,57 @@ def run(
     and --consumers (4 and 8 by default). One line per bought product goes to
     stdout as orders arrive; progress and the summary go to stderr.
 
+    With --connect, no server is started: the agents attach to a market that
+    `mpmarket serve` runs (on this machine or another), and --only, --agents
+    and --shard pick the part of the workload this machine runs. When its
+    consumers are done the run stops its own producers and leaves the market
+    open (--close-market closes it, which ends every producer attached); a
+    run of producers only ends when the market is closed.
+
     \b
     Examples:
       mpmarket run --producers 4 --consumers 8
       mpmarket run configs/tea-and-coffee.toml --json report.json
       mpmarket run course-case.in | sort > bought.txt
+      mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only producers
+      mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only consumers --close-market
     """
     started_at = time.perf_counter()
     console = Console(stderr=True)
+    names = (
+        tuple(name.strip() for name in agent_names.split(",") if name.strip())
+        if agent_names
+        else ()
+    )
+    remote_only = {
+        "--only": only,
+        "--agents": agent_names,
+        "--shard": shard,
+        "--close-market": close_market or None,
+        "--authkey-file": authkey_file,
+    }
+    if connect is None:
+        given = [option for option, value in remote_only.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only go with --connect")
+    else:
+        server_side = {"--log-file": log_file, "--queue-size": queue_size}
+        given = [option for option, value in server_side.items() if value is not None]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)}: the server decides this; give it to mpmarket serve"
+            )
     try:
         workload = _workload(config, producers, consumers, sessions, seed, queue_size)
     except WorkloadError as error:
         _fail(console, str(error), ExitCode.USAGE)
+    authkey = None
+    if connect is not None:
+        try:
+            workload = pick_agents(workload, only=only, names=names, shard=shard)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+        authkey = _load_key(console, authkey_file).secret
 
     observer = _PrintingObserver(workload, console, show_progress=not quiet)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -233,21 +416,29 @@ def run(
             start_method=start_method,
             log_file=log_file,
             started_at=started_at,
+            connect=connect,
+            authkey=authkey,
+            connect_timeout=connect_timeout,
+            close_market=close_market,
         ).run()
     finally:
         observer.close()
 
     if report.interrupted:
         code = ExitCode.INTERRUPTED
+    elif report.attach_failed:
+        code = ExitCode.UNREACHABLE
     elif report.failures:
         code = ExitCode.RUN_FAILED
     else:
         code = ExitCode.OK
-    ideal = simulate(workload)  # milliseconds, after the run: not in its timings
-    if not quiet:
-        console.print(format_summary(report, ideal.makespan))
+    # The ideal makespan, in milliseconds after the run (not in its timings);
+    # meaningless for a part of a workload run against a shared market.
+    ideal = simulate(workload).makespan if connect is None else None
+    if not quiet and not report.attach_failed:
+        console.print(format_summary(report, ideal))
     if json_path is not None:
-        document = report_to_json(report, code, ideal.makespan)
+        document = report_to_json(report, code, ideal)
         json_path.write_text(json.dumps(document, indent=2) + "\n")
     for failure in report.failures:
         console.print(f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True)
@@ -297,9 +488,190 @@ def simulate_command(
     sys.exit(ExitCode.DEADLOCK if ideal.deadlock else ExitCode.OK)
 
 
+@cli.command(epilog=__doc__.split("\n", 2)[2])
+@click.option(
+    "--listen",
+    type=ADDRESS,
+    default=DEFAULT_ADDRESS,
+    show_default=True,
+    help="Address to listen on; anything but loopback needs an explicit key.",
+)
+@click.option(
+    "--queue-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_QUEUE_SIZE,
+    show_default=True,
+    help="Products one producer may have on sale.",
+)
+@authkey_option(
+    f"File holding the authkey, created with a random key (mode 0600) if missing. "
+    f"Without it: ${ENV_VAR}, else the default file $XDG_RUNTIME_DIR/mpmarket/authkey "
+    "(or ~/.config/mpmarket/authkey)."
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Log every market operation to this rotating file.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No live view and no summary on stderr.")
+def serve(
+    listen: Address,
+    queue_size: int,
+    authkey_file: Path | None,
+    log_file: Path | None,
+    quiet: bool,
+) -> None:
+    """Serve a market for workers of this and other machines, until Ctrl-C.
+
+    Workers attach with `mpmarket run CONFIG --connect HOST:PORT` and the same
+    authkey; `mpmarket status` shows the market. The key comes from
+    --authkey-file or $MPMARKET_AUTHKEY; without either, a random key is
+    written to the default file (mode 0600) and its path printed, never the
+    key. Listening on anything but loopback needs an explicit key: whoever
+    holds it can run code in this process (BaseManager speaks pickle).
+
+    On Ctrl-C or SIGTERM the market is closed (attached producers end
+    cleanly), a summary is printed, and serve exits 0.
+
+    \b
+    Examples:
+      mpmarket serve
+      mpmarket serve --listen 0.0.0.0:7151 --authkey-file ~/.mpmarket-key --queue-size 8
+    """
+    console = Console(stderr=True)
+    host = listen[0]
+    explicit = authkey_file is not None or bool(os.environ.get(ENV_VAR))
+    if not explicit and not is_loopback(host):
+        _fail(
+            console,
+            f"refusing to listen on {format_address(listen)} without an explicit authkey: "
+            f"give --authkey-file PATH or set {ENV_VAR} (whoever holds the key can run code "
+            "in the server)",
+            ExitCode.USAGE,
+        )
+    try:
+        key, created = load_authkey(authkey_file, create=True)
+    except AuthkeyError as error:
+        _fail(console, str(error), ExitCode.USAGE)
+    logger = operation_logger(log_file) if log_file else None
+    market = Marketplace(queue_size, logger=logger)
+    try:
+        served = ServedMarket(market, listen, key.secret)
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        _fail(console, f"cannot listen on {format_address(listen)}: {reason}", ExitCode.RUN_FAILED)
+    address = format_address(served.address)
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    try:
+        served.start()
+        console.print(
+            _serve_start_line(served.address, key, created), highlight=False, soft_wrap=True
+        )
+        if not quiet:
+            _watch(console, served, address, started)
+        else:
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # one stop is enough
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    served.stop()
+    if not quiet:
+        books = market.books()
+        console.print(
+            format_serve_summary(address, books, time.monotonic() - started, served.refused)
+        )
+    sys.exit(ExitCode.OK)
+
+
+def _serve_start_line(address: Address, key: Authkey, created: bool) -> str:
+    """Where serve listens and how workers attach: the key's place, never the key."""
+    host, port = address
+    shown = format_address(address)
+    if host in ("", "0.0.0.0", "::"):
+        shown = format_address((socket.gethostname(), port))
+    where = (
+        f"authkey in {key.path}{' (new)' if created else ''}"
+        if key.path
+        else f"authkey from ${ENV_VAR}"
+    )
+    attach = f"mpmarket run CONFIG --connect {shown}"
+    if key.origin == "file":
+        attach += f" --authkey-file {key.path}"
+    return f"mpmarket: serving on {format_address(address)}, {where}; attach with: {attach}"
+
+
+def _watch(console: Console, served: ServedMarket, address: str, started: float) -> None:
+    """serve's live view until Ctrl-C: redrawn on a terminal, else plain lines."""
+    if console.is_terminal:
+        view = format_serve_view(address, served.market.books(), served.agents(), 0.0)
+        with Live(view, console=console, auto_refresh=False, transient=True) as live:
+            while True:
+                time.sleep(SERVE_VIEW_INTERVAL_S)
+                up = time.monotonic() - started
+                live.update(
+                    format_serve_view(address, served.market.books(), served.agents(), up),
+                    refresh=True,
+                )
+    last = None
+    while True:
+        time.sleep(SERVE_LOG_INTERVAL_S)
+        books, agents = served.market.books(), served.agents()
+        state = (books, tuple((a.name, a.role, a.host) for a in agents))
+        if state != last:
+            last = state
+            line = format_serve_line(books, agents, time.monotonic() - started)
+            console.print(f"mpmarket: {line}", highlight=False, soft_wrap=True)
+
+
+@cli.command(epilog=__doc__.split("\n", 2)[2])
+@click.option(
+    "--connect",
+    type=ADDRESS,
+    default=DEFAULT_ADDRESS,
+    show_default=True,
+    help="Address of the market (mpmarket serve).",
+)
+@authkey_option(_WORKER_KEY_HELP)
+@connect_timeout_option
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+def status(
+    connect: Address, authkey_file: Path | None, connect_timeout: float, as_json: bool
+) -> None:
+    """Show one snapshot of a served market, on stdout.
+
+    Products on sale per producer and product, carts and what they hold,
+    the agents attached, orders and products bought so far.
+
+    \b
+    Examples:
+      mpmarket status
+      mpmarket status --connect 10.0.0.5:7151 --authkey-file key --json
+    """
+    console = Console(stderr=True)
+    key = _load_key(console, authkey_file)
+    try:
+        market = attach(
+            connect, key.secret, timeout=connect_timeout, role="status", name="mpmarket status"
+        )
+        snapshot, agents = market.snapshot(), market.agents()
+        market.disconnect()
+    except MarketUnavailableError as error:
+        _fail(console, str(error), ExitCode.UNREACHABLE)
+    address = format_address(connect)
+    if as_json:
+        click.echo(json.dumps(status_to_json(address, snapshot, agents), indent=2))
+    else:
+        Console().print(format_status(address, snapshot, agents))
+
+
 def main() -> None:
     """Entry point of the console script."""
     try:
         cli.main(prog_name="mpmarket", standalone_mode=True)
+    except MarketUnavailableError as error:  # pragma: no cover - commands map their own
+        _fail(Console(stderr=True), str(error), ExitCode.UNREACHABLE)
     except MpmarketError as error:  # pragma: no cover - commands map their own
         _fail(Console(stderr=True), str(error), ExitCode.RUN_FAILED)

@@ -93,9 +93,10 @@ class MarketBooks:
 class MarketSnapshot:
     """What ``mpmarket status`` shows, taken under the market's lock at once.
 
-    ``on_sale``: (producer id, product, units on sale), by producer then the
-    order products first went on sale; ``carts``: units in each cart, by cart
-    id; ``ordered``: products bought so far in ``orders`` orders.
+    ``on_sale``: (producer id, product, units on sale), by producer id, then
+    products in the order they first went on sale in the market; ``carts``:
+    units in each cart, by cart id; ``ordered``: products bought so far, in
+    ``orders`` orders.
     """
 
     queue_size_per_producer: int

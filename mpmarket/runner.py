@@ -17,6 +17,17 @@ Each agent process writes to a pipe of its own, and the runner waits with
 ``multiprocessing.connection.wait`` on every pipe and every process sentinel
 at once: an order, a finished consumer or a dead process wakes it the moment
 it happens. A killed agent breaks only its own pipe.
+
+With ``connect=`` (``mpmarket run --connect``) the run starts no server: its
+agents attach to a market served elsewhere (``mpmarket serve``), maybe with
+agents of other machines. The market is not this run's to end, so:
+
+- when its consumers are done, the run stops its own producers (they notice
+  within a per-try wait) and leaves the market open; with ``close_market``
+  it closes it, which ends the producers attached from anywhere;
+- a run without consumers ends when the market is closed (its producers get
+  ``MarketClosedError`` and say so: a clean end, exit 0);
+- the server is never shut down.
 """
 
 from __future__ import annotations
@@ -27,14 +38,14 @@ import os
 import signal
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from mpmarket.agents import consume, produce
+from mpmarket.agents import WAIT_PER_TRY, consume, produce
 from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError, RunError
 from mpmarket.lifeline import Lifeline
 from mpmarket.marketplace import MarketBooks
@@ -50,7 +61,14 @@ from mpmarket.server import (
 )
 from mpmarket.workload import ConsumerSpec, ProducerSpec, Workload
 
-__all__ = ["START_METHODS", "LocalRun", "RunObserver", "RunReport", "default_start_method"]
+__all__ = [
+    "START_METHODS",
+    "LocalRun",
+    "RunObserver",
+    "RunReport",
+    "default_start_method",
+    "pick_agents",
+]
 
 START_METHODS = ("fork", "forkserver", "spawn")
 
@@ -70,6 +88,46 @@ def default_start_method() -> str:
     return "fork" if "fork" in methods else "spawn"
 
 
+def pick_agents(
+    workload: Workload,
+    *,
+    only: str | None = None,
+    names: tuple[str, ...] = (),
+    shard: tuple[int, int] | None = None,
+) -> Workload:
+    """The part of a workload this machine runs, so one file can be split.
+
+    ``only`` keeps the producers or the consumers; ``names`` keeps those
+    agents; ``shard`` ``(k, n)`` then keeps every n-th of what is left,
+    starting at the k-th (1-based), producers first, in file order: the n
+    shards of a workload are disjoint and cover it. ValueError (one line) for
+    an unknown name or an empty choice.
+    """
+    producers, consumers = list(workload.producers), list(workload.consumers)
+    if only == "producers":
+        consumers = []
+    elif only == "consumers":
+        producers = []
+    elif only is not None:
+        raise ValueError(f"--only takes producers or consumers, got {only!r}")
+    if names:
+        known = {agent.name for agent in (*workload.producers, *workload.consumers)}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"no agent named {', '.join(unknown)} in {workload.source}")
+        producers = [agent for agent in producers if agent.name in names]
+        consumers = [agent for agent in consumers if agent.name in names]
+    if shard is not None:
+        k, n = shard
+        split = len(producers)
+        indexed = list(enumerate([*producers, *consumers]))
+        producers = [a for i, a in indexed[:split] if i % n == k - 1]  # type: ignore[misc]
+        consumers = [a for i, a in indexed[split:] if i % n == k - 1]  # type: ignore[misc]
+    if not producers and not consumers:
+        raise ValueError(f"no agent of {workload.source} is left to run here")
+    return replace(workload, producers=tuple(producers), consumers=tuple(consumers))
+
+
 class RunObserver:
     """What a run tells as it goes; the CLI overrides these to print."""
 
@@ -82,6 +140,9 @@ class RunObserver:
     def on_consumer_done(self, consumer: str) -> None:
         """A consumer finished its last session."""
 
+    def on_producer_closed(self, producer: str) -> None:
+        """A producer ended because the market was closed (a --connect run)."""
+
 
 @dataclass
 class RunReport:
@@ -93,6 +154,7 @@ class RunReport:
     orders: list[tuple[str, list[Product]]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     interrupted: bool = False
+    attach_failed: bool = False  # the market could not be reached or refused us
     books: MarketBooks | None = None
     startup_s: float = 0.0
     market_s: float = 0.0
@@ -145,14 +207,17 @@ def _agent_main(
         channel.send(("order", products))
 
     try:
-        market = connect(address, authkey, timeout=ATTACH_TIMEOUT)
+        market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role)
         if role == "producer":
             produce(market, spec, stop, ready)  # type: ignore[arg-type]
         else:
             consume(market, spec, deliver, stop, ready)  # type: ignore[arg-type]
             channel.send(("done",))
     except MarketClosedError:
-        pass  # the run is over: the normal end of a producer
+        if role == "consumer":  # someone else closed the market too early
+            _report_failure(channel, "the market was closed before it finished")
+        with contextlib.suppress(OSError):  # the normal end of a producer
+            channel.send(("closed",))
     except MpmarketError as error:
         _report_failure(channel, str(error))
     except Exception:
@@ -169,6 +234,11 @@ class LocalRun:
     """Run a workload on this machine: server, agents, orders, shutdown.
 
     ``run()`` always leaves no process behind, whatever happens inside it.
+
+    With ``connect`` (an address) and ``authkey``, no server is started: the
+    agents attach to that market, the runner first trying for
+    ``connect_timeout`` seconds; ``close_market`` closes it once this run's
+    consumers are done. See the module docstring.
     """
 
     def __init__(
@@ -179,12 +249,23 @@ class LocalRun:
         start_method: str | None = None,
         log_file: str | Path | None = None,
         started_at: float | None = None,
+        connect: Address | None = None,
+        authkey: bytes | None = None,
+        connect_timeout: float = ATTACH_TIMEOUT,
+        close_market: bool = False,
     ) -> None:
+        if connect is not None and authkey is None:
+            raise ValueError("connect needs the market's authkey")
         self.workload = workload
         self.observer = observer or RunObserver()
         self.ctx: BaseContext = multiprocessing.get_context(start_method or default_start_method())
         self.log_file = log_file
         self.started_at = time.perf_counter() if started_at is None else started_at
+        self.connect = connect
+        self._authkey = authkey
+        self.connect_timeout = connect_timeout
+        self.close_market = close_market
+        self._finished = False
         self.report = RunReport(workload.source, len(workload.producers), len(workload.consumers))
         self._manager: MarketManager | None = None
         self._market: MarketProxy | None = None
@@ -197,21 +278,15 @@ class LocalRun:
         report = self.report
         market_started = shutdown_started = None
         try:
-            authkey = new_authkey()
-            self._manager = start_server(
-                self.workload.queue_size_per_producer,
-                authkey=authkey,
-                ctx=self.ctx,
-                log_file=self.log_file,
-            )
-            self._market = connect(self._manager.address, authkey)
-            self._spawn_agents(self._manager.address, authkey)
+            address, authkey = self._attach()
+            self._spawn_agents(address, authkey)
             self._wait_until_ready()
             market_started = time.perf_counter()
             report.startup_s = market_started - self.started_at
             self._start.set()
             self.observer.on_started(report.producers, report.consumers)
             self._collect_orders()
+            self._finished = True
         except KeyboardInterrupt:
             report.interrupted = True
         except MpmarketError as error:
@@ -227,6 +302,29 @@ class LocalRun:
         return report
 
     # -- phases --------------------------------------------------------------
+
+    def _attach(self) -> tuple[Address, bytes]:
+        """Start the server (or find the one to connect to) and attach to it."""
+        if self.connect is not None:
+            address, authkey = self.connect, self._authkey
+            assert authkey is not None
+        else:
+            authkey = new_authkey()
+            self._manager = start_server(
+                self.workload.queue_size_per_producer,
+                authkey=authkey,
+                ctx=self.ctx,
+                log_file=self.log_file,
+            )
+            address = self._manager.address
+        try:
+            self._market = connect(
+                address, authkey, timeout=self.connect_timeout, role="runner", name="mpmarket run"
+            )
+        except MarketUnavailableError:
+            self.report.attach_failed = True
+            raise
+        return address, authkey
 
     def _spawn_agents(self, address: Address, authkey: bytes) -> None:
         specs = [("producer", spec) for spec in self.workload.producers]
@@ -255,8 +353,12 @@ class LocalRun:
                 raise RunError(f"{waiting} agents did not attach within {ATTACH_TIMEOUT:.0f} s")
 
     def _collect_orders(self) -> None:
+        """Until every consumer is done; with --connect and none, every producer."""
         consumers_left = sum(agent.role == "consumer" for agent in self._agents)
-        while consumers_left:
+        producers_left = len(self._agents) - consumers_left
+        if consumers_left or self.connect is None:
+            producers_left = 0  # they are stopped once the consumers are done
+        while consumers_left or producers_left:
             for agent, message in self._next_messages(None):
                 if message[0] == "order":
                     self.report.orders.append((agent.name, message[1]))
@@ -264,6 +366,9 @@ class LocalRun:
                 elif message == ("done",):
                     consumers_left -= 1
                     self.observer.on_consumer_done(agent.name)
+                elif message == ("closed",):
+                    producers_left = max(producers_left - 1, 0)
+                    self.observer.on_producer_closed(agent.name)
 
     def _next_messages(self, timeout: float | None) -> list[tuple[_Agent, tuple[Any, ...]]]:
         """Wait for pipes and sentinels; return messages, raise on a failure."""
@@ -283,7 +388,7 @@ class LocalRun:
                     message = agent.channel.recv()
                     if message[0] == "failed":
                         raise RunError(f"{agent.role} {agent.name} failed: {message[1]}")
-                    if message == ("done",):
+                    if message in (("done",), ("closed",)):
                         agent.done = True
                     messages.append((agent, message))
             except EOFError:
@@ -303,17 +408,23 @@ class LocalRun:
         return f"{agent.role} {agent.name} died ({how})"
 
     def _shutdown(self) -> None:
-        """Close the market, stop the agents, stop the server: every step bounded."""
+        """Close the market, stop the agents, stop the server: every step bounded.
+
+        A --connect run closes the market only when asked to and done, and
+        gives its producers a per-try wait more to notice the stop.
+        """
+        own_market = self.connect is None
         if self._market is not None:
             try:
                 self.report.books = self._market.books()
-                self._market.close()
+                if own_market or (self.close_market and self._finished):
+                    self._market.close()
             except MpmarketError:
                 pass
         self._stop.set()
-        self._start.set()  # agents still at the barrier see the closed market
+        self._start.set()  # agents still at the barrier see the stop
         processes = [agent.process for agent in self._agents]
-        _join_all(processes, STOP_GRACE)
+        self._drain(STOP_GRACE if own_market else STOP_GRACE + WAIT_PER_TRY)
         for process in processes:
             if process.exitcode is None:
                 process.terminate()
@@ -329,6 +440,33 @@ class LocalRun:
         if self._manager is not None:
             with contextlib.suppress(OSError, EOFError, MarketUnavailableError):
                 self._manager.shutdown()
+
+    def _drain(self, timeout: float) -> None:
+        """Join the agents for up to ``timeout``, still recording their orders.
+
+        A stopped consumer of a --connect run finishes the add it is in and
+        may order it: what was bought is printed, not lost.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            by_handle = {a.channel: a for a in self._agents if not a.channel.closed}
+            handles: list[Any] = list(by_handle)
+            handles += [a.process.sentinel for a in self._agents if a.process.exitcode is None]
+            remaining = deadline - time.monotonic()
+            if not handles or remaining <= 0:
+                return
+            for handle in connection.wait(handles, remaining):
+                agent = by_handle.get(handle)
+                if agent is None:
+                    continue  # a sentinel: its pipe reports the end
+                try:
+                    while agent.channel.poll():
+                        message = agent.channel.recv()
+                        if message[0] == "order":
+                            self.report.orders.append((agent.name, message[1]))
+                            self.observer.on_order(agent.name, message[1])
+                except (EOFError, OSError):
+                    agent.channel.close()
 
 
 def _join_all(processes: list[BaseProcess], timeout: float) -> None:

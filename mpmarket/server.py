@@ -15,6 +15,19 @@ three things to the stock manager:
 - **Named failures.** Transport errors of a proxy (``EOFError``,
   ``ConnectionError``) become ``MarketUnavailableError``, raised from the
   original, and a bad authkey reads "authentication failed for HOST:PORT".
+- **A hello on attach.** Each connection, right after the handshake, calls
+  ``hello`` on a second well-known object (``"session"``) with its mpmarket
+  and protocol versions, its role and its name: one round trip, once per
+  connection. A worker of another version is refused with one line naming
+  both; the server keeps the attached clients for ``mpmarket status``.
+- **Nothing else reachable.** The server answers only ``accept_connection``
+  (and ``shutdown`` for the server a local run starts), never ``create``,
+  ``incref`` or ``debug_info``, and has no fallback methods (``#GETVALUE``).
+
+Two ways to serve: ``start_server`` runs a manager process for a local run
+(it exits when its run dies); ``ServedMarket`` serves on threads of the
+calling process, for ``mpmarket serve``, which stays in the foreground and
+reads the market directly for its live view.
 
 BaseManager speaks pickle: whoever holds the authkey can run code in the
 server. The key is a secret: generated per run (``new_authkey``) or read from
@@ -23,29 +36,37 @@ a file or the environment, never a constant, never logged.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing import connection, managers, process
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from mpmarket.errors import MarketUnavailableError
+from mpmarket import __version__
+from mpmarket.errors import MarketUnavailableError, VersionMismatchError
 from mpmarket.lifeline import Lifeline
-from mpmarket.marketplace import MarketBooks, Marketplace
+from mpmarket.marketplace import MarketBooks, Marketplace, MarketSnapshot
 from mpmarket.oplog import operation_logger
 from mpmarket.products import Product
 
 __all__ = [
+    "DEFAULT_PORT",
+    "PROTOCOL_VERSION",
     "Address",
+    "AgentInfo",
     "MarketManager",
     "MarketProxy",
+    "ServedMarket",
     "connect",
     "format_address",
+    "is_loopback",
     "new_authkey",
     "parse_address",
     "start_server",
@@ -55,6 +76,15 @@ Address = tuple[str, int]
 
 MARKET_IDENT = "market"
 MARKET_TYPEID = "Marketplace"
+SESSION_IDENT = "session"
+
+# The port ``mpmarket serve`` listens on unless told otherwise.
+DEFAULT_PORT = 7151
+
+# What goes over the wire: the exposed methods, their arguments and results.
+# Raise it on any change of those; a worker and a server must agree on it
+# (and on the mpmarket version) to attach.
+PROTOCOL_VERSION = 1
 
 # Pending connections the listener queues. 16 (the stock value) overflows
 # when hundreds of agents attach together; the kernel caps it at somaxconn.
@@ -80,7 +110,9 @@ EXPOSED = (
     "place_order",
     "close",
     "books",
+    "snapshot",
 )
+SESSION_EXPOSED = ("hello", "agents")
 
 
 def new_authkey() -> bytes:
@@ -99,6 +131,35 @@ def parse_address(text: str) -> Address:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback one (127.0.0.0/8, ::1).
+
+    A name is resolved (no query leaves the machine for ``localhost`` or an
+    address); one that does not resolve counts as not loopback.
+    """
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos
+    )
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """A client attached to the server: what its hello said, and since when."""
+
+    name: str
+    role: str  # "producer", "consumer", "runner", "status" or another client
+    host: str  # the peer's address as the server sees it
+    attached_s: float  # seconds since its hello, when asked
 
 
 # -- the server side -----------------------------------------------------------
@@ -131,16 +192,153 @@ def _exit_when_orphaned(run_pid: int) -> None:
     os._exit(1)
 
 
-class _MarketServer(managers.Server):
-    """The stock manager server with a deep backlog and the market installed."""
+class _Session:
+    """The second well-known object: the hello of each connection, and who is here.
 
-    def __init__(self, registry: dict, address: Address, authkey: bytes, serializer: str) -> None:
+    Connections are served one thread each, so a client is keyed by its
+    thread. ``_lock`` guards ``_clients`` only; it is never held together
+    with the market's lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._peers: dict[int, str] = {}
+        self._clients: dict[int, tuple[str, str, str, float]] = {}
+        self.refused = 0
+
+    def opened(self, peer: str) -> None:
+        with self._lock:
+            self._peers[threading.get_ident()] = peer
+
+    def closed(self) -> None:
+        with self._lock:
+            self._peers.pop(threading.get_ident(), None)
+            self._clients.pop(threading.get_ident(), None)
+
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._peers)
+
+    def hello(self, version: object, protocol: object, role: object, name: object) -> tuple:
+        """Record the client if its versions match ours; return ours either way."""
+        ours = (__version__, PROTOCOL_VERSION)
+        with self._lock:
+            if (version, protocol) != ours:
+                self.refused += 1
+                return ours
+            me = threading.get_ident()
+            peer = self._peers.get(me, "?")
+            self._clients[me] = (str(name)[:100], str(role)[:20], peer, time.monotonic())
+        return ours
+
+    def agents(self) -> tuple[AgentInfo, ...]:
+        """The clients attached now, in the order they attached."""
+        now = time.monotonic()
+        with self._lock:
+            clients = sorted(self._clients.values(), key=lambda client: client[3])
+        return tuple(
+            AgentInfo(name, role, peer, now - since) for name, role, peer, since in clients
+        )
+
+
+def _peer_of(conn: connection.Connection) -> str:
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        return str(sock.getpeername()[0])
+    except (OSError, IndexError):
+        return "?"
+    finally:
+        sock.detach()
+
+
+class _MarketServer(managers.Server):
+    """The stock manager server with a deep backlog and the market installed.
+
+    Only ``accept_connection`` (and, for a local run's server, ``shutdown``)
+    may start a connection; no fallback methods (``#GETVALUE`` would try to
+    pickle the market itself).
+    """
+
+    public: ClassVar[list[str]] = ["accept_connection", "shutdown"]
+    fallback_mapping: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        registry: dict,
+        address: Address,
+        authkey: bytes,
+        serializer: str,
+        *,
+        market: Marketplace | None = None,
+        remote_shutdown: bool = True,
+    ) -> None:
         super().__init__(registry, address, authkey, serializer)
         # The stock Listener takes no backlog argument past 16: listen() again.
         self.listener._listener._socket.listen(LISTEN_BACKLOG)
-        if _hosted_market is None:
+        market = market if market is not None else _hosted_market
+        if market is None:
             raise RuntimeError("the market server started without a market")
-        self.id_to_obj[MARKET_IDENT] = (_hosted_market, set(EXPOSED), None)
+        if not remote_shutdown:
+            self.public = ["accept_connection"]
+        self.stop_event = threading.Event()  # serve_forever sets it again; harmless
+        self.session = _Session()
+        self.id_to_obj[MARKET_IDENT] = (market, set(EXPOSED), None)
+        self.id_to_obj[SESSION_IDENT] = (self.session, set(SESSION_EXPOSED), None)
+
+    def serve_client(self, conn: connection.Connection) -> None:
+        self.session.opened(_peer_of(conn))
+        try:
+            super().serve_client(conn)
+        finally:
+            self.session.closed()
+
+
+# How long a stopping ``mpmarket serve`` waits for attached clients to see the
+# closed market and leave, so that they end cleanly rather than by a lost
+# connection. Producers notice at their next call, after at most a make time.
+SERVE_DRAIN_GRACE = 3.0
+
+
+class ServedMarket:
+    """A market served on threads of this process: ``mpmarket serve``.
+
+    The accepting thread and one thread per connection are daemons: ``stop()``
+    closes the market, lets attached clients see it and leave, and the process
+    then exits with them. The stock listener cannot be closed under its
+    accepting thread (it would spin on the closed socket), so a ServedMarket
+    lives as long as its process.
+    """
+
+    def __init__(self, market: Marketplace, address: Address, authkey: bytes) -> None:
+        self.market = market
+        self._server = _MarketServer(
+            {}, address, authkey, "pickle", market=market, remote_shutdown=False
+        )
+        self.address: Address = self._server.address
+        self._accepter = threading.Thread(
+            target=self._server.accepter, name="accepter", daemon=True
+        )
+
+    def start(self) -> None:
+        self._accepter.start()
+
+    def agents(self) -> tuple[AgentInfo, ...]:
+        return self._server.session.agents()
+
+    def connections(self) -> int:
+        return self._server.session.connections()
+
+    @property
+    def refused(self) -> int:
+        """Connections refused at hello for another version."""
+        return self._server.session.refused
+
+    def stop(self, grace: float = SERVE_DRAIN_GRACE) -> None:
+        """Close the market, then wait up to ``grace`` seconds for clients to leave."""
+        self.market.close()
+        deadline = time.monotonic() + grace
+        while self.connections() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class MarketManager(managers.BaseManager):
@@ -227,6 +425,8 @@ class MarketProxy(managers.BaseProxy):
 
     _exposed_ = EXPOSED
     attach_deadline: float = 0.0
+    role: str = "client"
+    client_name: str | None = None
 
     def _connect(self) -> None:
         # The stock version has no timeouts; see the module docstring. Proxies
@@ -236,11 +436,35 @@ class MarketProxy(managers.BaseProxy):
         self.disconnect()
         deadline = self.attach_deadline or time.monotonic() + ATTACH_TIMEOUT
         conn = _open_connection(self._token.address, bytes(self._authkey), deadline)
-        name = process.current_process().name
+        name = self.client_name or process.current_process().name
         if threading.current_thread().name != "MainThread":
             name += "|" + threading.current_thread().name
-        managers.dispatch(conn, None, "accept_connection", (name,))
+        try:
+            managers.dispatch(conn, None, "accept_connection", (name,))
+            self._hello(conn, name)
+        except BaseException:
+            conn.close()
+            raise
         self._tls.connection = conn
+
+    def _hello(self, conn: connection.Connection, name: str) -> None:
+        """Tell the server who we are; refuse a server of another version."""
+        where = format_address(self._token.address)
+        ours = f"mpmarket {__version__} (protocol {PROTOCOL_VERSION})"
+        try:
+            server_version, server_protocol = managers.dispatch(
+                conn, SESSION_IDENT, "hello", (__version__, PROTOCOL_VERSION, self.role, name)
+            )
+        except managers.RemoteError:
+            raise VersionMismatchError(
+                f"version mismatch: this worker runs {ours}, the server at {where} "
+                "an older mpmarket without a version check"
+            ) from None
+        if (server_version, server_protocol) != (__version__, PROTOCOL_VERSION):
+            raise VersionMismatchError(
+                f"version mismatch: this worker runs {ours}, the server at {where} "
+                f"runs mpmarket {server_version} (protocol {server_protocol})"
+            )
 
     def _call(self, method: str, args: tuple[Any, ...] = ()) -> Any:
         try:
@@ -280,6 +504,22 @@ class MarketProxy(managers.BaseProxy):
     def books(self) -> MarketBooks:
         return self._call("books")
 
+    def snapshot(self) -> MarketSnapshot:
+        return self._call("snapshot")
+
+    def agents(self) -> tuple[AgentInfo, ...]:
+        """The clients attached to the server now (a call to the session object)."""
+        try:
+            conn = getattr(self._tls, "connection", None)
+            if conn is None:
+                self._connect()
+                conn = self._tls.connection
+            return managers.dispatch(conn, SESSION_IDENT, "agents")
+        except (EOFError, ConnectionError) as error:
+            raise MarketUnavailableError(
+                f"lost the market at {format_address(self._token.address)}: {type(error).__name__}"
+            ) from error
+
     def disconnect(self) -> None:
         """Close this thread's connection, if it has one."""
         conn = getattr(self._tls, "connection", None)
@@ -290,18 +530,36 @@ class MarketProxy(managers.BaseProxy):
     def __repr__(self) -> str:
         return f"<MarketProxy at {format_address(self._token.address)}>"
 
+    __str__ = __repr__  # the stock one asks the server
 
-def connect(address: Address, authkey: bytes, *, timeout: float = ATTACH_TIMEOUT) -> MarketProxy:
+
+def connect(
+    address: Address,
+    authkey: bytes,
+    *,
+    timeout: float = ATTACH_TIMEOUT,
+    role: str = "client",
+    name: str | None = None,
+) -> MarketProxy:
     """Attach to the market at ``address``: one connection, made right away.
 
     Retries for up to ``timeout`` seconds while the server is not there yet;
-    raises ``MarketUnavailableError`` with one clear line otherwise.
+    raises ``MarketUnavailableError`` with one clear line otherwise, and
+    ``VersionMismatchError`` if the server runs another version. ``role``
+    (producer, consumer, runner, status...) and ``name`` (by default the
+    process's name: an agent's) are what ``status`` shows.
     """
     token = managers.Token(MARKET_TYPEID, tuple(address), MARKET_IDENT)
     proxy = MarketProxy(token, "pickle", authkey=authkey, incref=False, manager_owned=True)
+    proxy.role = role
+    proxy.client_name = name
     proxy.attach_deadline = time.monotonic() + timeout
     try:
         proxy._connect()
+    except (EOFError, ConnectionError) as error:
+        raise MarketUnavailableError(
+            f"lost the market at {format_address(address)} while attaching: {type(error).__name__}"
+        ) from error
     finally:
         proxy.attach_deadline = 0.0
     return proxy

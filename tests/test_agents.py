@@ -58,6 +58,7 @@ def short_tries(monkeypatch: pytest.MonkeyPatch) -> float:
     monkeypatch.setattr(agents, "WAIT_PER_TRY", 0.1)
     return 0.1
 
+
 LINDEN = Tea("Linden", 9, "Herbal")
 ARABICA = Coffee("Arabica", 3, 5.02, "LIGHT")
 

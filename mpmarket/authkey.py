@@ -1,0 +1,157 @@
+"""The authkey of a served market: where it comes from, how it is kept secret.
+
+BaseManager authenticates a connection with an HMAC challenge over this key,
+then speaks pickle: whoever holds the key can run code in the server. So the
+key is never a constant, never on a command line, never printed or logged.
+It comes from, in order:
+
+1. ``--authkey-file PATH``: a file holding the key as text (surrounding
+   whitespace ignored), readable by its owner only (mode 0600 or stricter);
+2. the environment variable ``MPMARKET_AUTHKEY``, holding the key itself;
+3. the default file (``default_key_path()``): ``$XDG_RUNTIME_DIR/mpmarket/authkey``
+   when that directory is set, else ``~/.config/mpmarket/authkey``.
+
+``mpmarket serve`` creates the file it was pointed at (or the default one)
+with a fresh random key when it does not exist yet; workers only read.
+Every error is an ``AuthkeyError`` naming the file or the variable, never
+the key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpmarket.errors import AuthkeyError
+
+__all__ = [
+    "ENV_VAR",
+    "MIN_KEY_LENGTH",
+    "Authkey",
+    "create_key_file",
+    "default_key_path",
+    "load_authkey",
+    "new_key_text",
+]
+
+ENV_VAR = "MPMARKET_AUTHKEY"
+
+# Keys shorter than this are refused: a guessable key hands out the server.
+# Generated keys are 64 hex digits (256 random bits).
+MIN_KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Authkey:
+    """A key and where it came from; its repr and str never show the key."""
+
+    secret: bytes
+    origin: str  # "file" (--authkey-file), "env" or "default" (the default file)
+    path: Path | None = None
+
+    @property
+    def explicit(self) -> bool:
+        """Chosen by the user (a named file or the environment), not defaulted."""
+        return self.origin != "default"
+
+    def describe(self) -> str:
+        """Where the key is, for messages: a path or the variable's name."""
+        return str(self.path) if self.path is not None else f"${ENV_VAR}"
+
+    def __repr__(self) -> str:
+        return f"Authkey(origin={self.origin!r}, path={self.path!r})"
+
+    __str__ = __repr__
+
+
+def default_key_path() -> Path:
+    """Where ``serve`` keeps its key when none is given, and workers look for it."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "mpmarket" / "authkey"
+    return Path.home() / ".config" / "mpmarket" / "authkey"
+
+
+def new_key_text() -> str:
+    """A fresh random key as text: 64 hex digits."""
+    return secrets.token_hex(32)
+
+
+def _checked(text: str, where: str) -> bytes:
+    key = text.strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise AuthkeyError(
+            f"the authkey in {where} is too short ({len(key)} characters, "
+            f"at least {MIN_KEY_LENGTH}); make one with: python -c "
+            "'import secrets; print(secrets.token_hex(32))'"
+        )
+    return key.encode()
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise AuthkeyError(f"authkey file {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise AuthkeyError(
+                f"authkey file {path} is accessible by others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
+            )
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AuthkeyError(f"authkey file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise AuthkeyError(f"authkey file {path} is not text") from None
+    except OSError as error:
+        raise AuthkeyError(f"cannot read authkey file {path}: {error.strerror}") from None
+    return _checked(text, str(path))
+
+
+def create_key_file(path: Path) -> bytes:
+    """Write a fresh random key to ``path`` (mode 0600, its folder 0700); return it.
+
+    Refuses to replace an existing file. The file is created with its final
+    mode at once (``O_EXCL``), never readable by others even for a moment.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise AuthkeyError(f"authkey file {path} already exists") from None
+    except OSError as error:
+        raise AuthkeyError(f"cannot create authkey file {path}: {error.strerror}") from None
+    text = new_key_text()
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text + "\n")
+    return text.encode()
+
+
+def load_authkey(
+    key_file: Path | None, *, create: bool = False, environ: dict[str, str] | None = None
+) -> tuple[Authkey, bool]:
+    """The key to use, and whether it was just created.
+
+    ``key_file`` (an explicit ``--authkey-file``) wins over ``MPMARKET_AUTHKEY``,
+    which wins over the default file. With ``create`` (``serve``), a missing
+    file, named or default, is created with a fresh random key.
+    """
+    env = os.environ if environ is None else environ
+    if key_file is not None:
+        if create and not key_file.exists():
+            return Authkey(create_key_file(key_file), "file", key_file), True
+        return Authkey(_read_key_file(key_file), "file", key_file), False
+    if env.get(ENV_VAR):
+        return Authkey(_checked(env[ENV_VAR], f"${ENV_VAR}"), "env"), False
+    path = default_key_path()
+    if create and not path.exists():
+        return Authkey(create_key_file(path), "default", path), True
+    if not path.exists():
+        raise AuthkeyError(
+            f"no authkey: give --authkey-file PATH or set {ENV_VAR} "
+            f"(mpmarket serve writes one to {path})"
+        )
+    return Authkey(_read_key_file(path), "default", path), False
