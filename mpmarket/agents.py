@@ -38,7 +38,7 @@ class StopSignal(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-def _no_op() -> None:
+def _no_op(_ident: int) -> None:
     return None
 
 
@@ -46,16 +46,16 @@ def produce(
     market: Market,
     spec: ProducerSpec,
     stop: StopSignal,
-    ready: Callable[[], None] = _no_op,
+    ready: Callable[[int], None] = _no_op,
 ) -> int:
-    """Register, call ``ready()``, then cycle over the steps until ``stop``.
+    """Register, call ``ready(producer_id)``, then cycle over the steps until ``stop``.
 
     Each unit is published (each try waiting in the market for a free slot,
     again and again while refused), then the make time is spent. Returns how many
     units were published.
     """
     producer_id = market.register_producer()
-    ready()
+    ready(producer_id)
     wait = max(spec.republish_wait_time, WAIT_PER_TRY)
     published = 0
     if not any(step.quantity for step in spec.steps):
@@ -78,9 +78,9 @@ def consume(
     spec: ConsumerSpec,
     deliver: Callable[[str, list[Product]], None],
     stop: StopSignal,
-    ready: Callable[[], None] = _no_op,
+    ready: Callable[[int], None] = _no_op,
 ) -> int:
-    """Get a cart, call ``ready()``, run every session and deliver each order.
+    """Get a cart, call ``ready(cart_id)``, run every session and deliver each order.
 
     An add of ``quantity`` units is one call that waits in the market until
     they come (per try, ``WAIT_PER_TRY`` or the retry time if longer), tried
@@ -88,7 +88,7 @@ def consume(
     Returns the number of sessions completed.
     """
     cart_id = market.new_cart()
-    ready()
+    ready(cart_id)
     wait = max(spec.retry_wait_time, WAIT_PER_TRY)
     for number, session in enumerate(spec.sessions):
         for op in session:

@@ -4,11 +4,13 @@ Exit codes (the same for every command):
 
 \b
   0    success (serve: stopped by Ctrl-C or SIGTERM)
-  1    the run failed: an agent died or reported an error, the market went away
+  1    the run failed: an agent died or reported an error, or an invariant broke
        (serve: cannot listen on its address)
   2    bad usage, a bad workload or a bad authkey (one line names what is wrong)
-  3    the workload deadlocks (simulate predicts that it can never finish)
-  4    the market cannot be reached, refused the authkey, or runs another version
+  3    the workload deadlocks: simulate predicts it can never finish, or a run
+       stalled (no consumer made progress for --stall-timeout seconds)
+  4    the market cannot be reached, refused the authkey, runs another version,
+       or died during the run
   130  interrupted (Ctrl-C or SIGTERM)
 """
 
@@ -40,8 +42,10 @@ from mpmarket.products import Product
 from mpmarket.report import format_simulation, format_summary, report_to_json, result_lines
 from mpmarket.runner import (
     START_METHODS,
+    AgentDeath,
     LocalRun,
     RunObserver,
+    RunReport,
     default_start_method,
     pick_agents,
 )
@@ -74,6 +78,19 @@ class ExitCode(IntEnum):
     DEADLOCK = 3
     UNREACHABLE = 4
     INTERRUPTED = 130
+
+    @classmethod
+    def of(cls, report: RunReport) -> ExitCode:
+        """The exit code of a run, the gravest reason first."""
+        if report.interrupted:
+            return cls.INTERRUPTED
+        if report.attach_failed or report.market_lost:
+            return cls.UNREACHABLE
+        if report.stall:
+            return cls.DEADLOCK
+        if report.failures or report.deaths or report.violations:
+            return cls.RUN_FAILED
+        return cls.OK
 
 
 # The live progress redraws at most this often: often enough to look alive,
@@ -186,6 +203,9 @@ class _PrintingObserver(RunObserver):
                 self.last_refresh = now
                 self.progress.update(self.task, completed=self.bought)
                 self.progress.refresh()
+
+    def on_agent_died(self, death: AgentDeath) -> None:
+        self.console.print(f"[bold red]mpmarket:[/] {death.describe()}", highlight=False)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -329,6 +349,19 @@ def _workload(
     help="With --connect: close the market once this run's consumers are done "
     "(ends the producers attached from anywhere).",
 )
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    help="Stop the run when an agent dies (by default the others go on; a dead "
+    "consumer's cart goes back on sale).",
+)
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop and explain when no consumer made progress for this long "
+    "(default: from the workload's times, at least 10 s).",
+)
 def run(
     config: Path | None,
     producers: int | None,
@@ -347,6 +380,8 @@ def run(
     agent_names: str | None,
     shard: tuple[int, int] | None,
     close_market: bool,
+    fail_fast: bool,
+    stall_timeout: float | None,
 ) -> None:
     """Run a workload: a server process and one process per agent.
 
@@ -420,18 +455,13 @@ def run(
             authkey=authkey,
             connect_timeout=connect_timeout,
             close_market=close_market,
+            fail_fast=fail_fast,
+            stall_timeout=stall_timeout,
         ).run()
     finally:
         observer.close()
 
-    if report.interrupted:
-        code = ExitCode.INTERRUPTED
-    elif report.attach_failed:
-        code = ExitCode.UNREACHABLE
-    elif report.failures:
-        code = ExitCode.RUN_FAILED
-    else:
-        code = ExitCode.OK
+    code = ExitCode.of(report)
     # The ideal makespan, in milliseconds after the run (not in its timings);
     # meaningless for a part of a workload run against a shared market.
     ideal = simulate(workload).makespan if connect is None else None
@@ -440,8 +470,10 @@ def run(
     if json_path is not None:
         document = report_to_json(report, code, ideal)
         json_path.write_text(json.dumps(document, indent=2) + "\n")
-    for failure in report.failures:
+    for failure in [*report.failures, *report.violations]:
         console.print(f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True)
+    for line in report.stall:
+        console.print(f"[bold red]mpmarket:[/] {line}", highlight=False, soft_wrap=True)
     if report.interrupted:
         console.print("[yellow]mpmarket: interrupted[/]")
     sys.exit(code)

@@ -10,10 +10,12 @@
     │   ├── CartRevokedError        the cart was released: its owner was taken for dead
     │   └── MarketClosedError       the market was closed: the run is over
     ├── MarketUnavailableError      the server cannot be reached or went away
+    │   └── MarketLostError         the run's own server died mid-run
     │   └── VersionMismatchError    the server runs another mpmarket or protocol version
     ├── AuthkeyError                an authkey is missing, unreadable, too short or exposed
     ├── WorkloadError               a workload file or flag is wrong (file, field, expected)
-    └── RunError                    a run failed: an agent died or reported an error
+    ├── RunError                    a run failed: an agent died or reported an error
+    └── StallError                  no consumer made progress: who waits for what
 
 Every exception keeps its constructor arguments in ``args`` so that it
 pickles: the manager re-raises the server's exception object in the client,
@@ -30,9 +32,11 @@ __all__ = [
     "InvalidArgumentError",
     "MarketClosedError",
     "MarketError",
+    "MarketLostError",
     "MarketUnavailableError",
     "MpmarketError",
     "RunError",
+    "StallError",
     "UnknownCartError",
     "UnknownProducerError",
     "VersionMismatchError",
@@ -109,6 +113,21 @@ class AuthkeyError(MpmarketError):
 
     Its message names the file or the variable, never the key.
     """
+
+
+class MarketLostError(MarketUnavailableError):
+    """The server a run started died while the run went on."""
+
+
+class StallError(MpmarketError):
+    """No consumer made progress for too long; ``lines`` explain who waits for what."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines)
+        self.lines = tuple(lines)
+
+    def __str__(self) -> str:
+        return self.lines[0] if self.lines else "stalled"
 
 
 class WorkloadError(MpmarketError):

@@ -69,6 +69,9 @@ def format_summary(report: RunReport, ideal_s: float | None = None) -> Table:
         books = report.books
         table.add_row("published", str(books.published))
         table.add_row("left on sale", str(books.on_sale))
+        table.add_row("books", "balanced" if books.balanced else "[red]NOT balanced[/]")
+    if report.deaths:
+        table.add_row("agents lost", f"[red]{len(report.deaths)}[/]")
     return table
 
 
@@ -97,5 +100,10 @@ def report_to_json(
         "efficiency": efficiency(report, ideal_s),
         "books": asdict(report.books) if report.books is not None else None,
         "failures": report.failures,
+        "deaths": [asdict(death) for death in report.deaths],
+        "stall": report.stall,
+        "violations": report.violations,
+        "market_lost": report.market_lost,
         "interrupted": report.interrupted,
+        "cut_short": report.cut_short,
     }

@@ -28,6 +28,14 @@ agents of other machines. The market is not this run's to end, so:
 - a run without consumers ends when the market is closed (its producers get
   ``MarketClosedError`` and say so: a clean end, exit 0);
 - the server is never shut down.
+
+Faults. A consumer process that dies gives its cart back: the runner sees its
+sentinel at once and calls ``release_cart`` with the cart id the agent gave at
+the barrier. A dead producer's products stay on sale. Either is reported by
+name, and the others keep running (``fail_fast`` stops the run instead). The
+run samples the market every ``SAMPLE_INTERVAL_S``: when no consumer makes
+progress for ``stall_timeout`` seconds, it stops and explains who waits for
+what (``stall.diagnose``). A local server that dies ends the run at once.
 """
 
 from __future__ import annotations
@@ -46,7 +54,14 @@ from pathlib import Path
 from typing import Any
 
 from mpmarket.agents import WAIT_PER_TRY, consume, produce
-from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError, RunError
+from mpmarket.errors import (
+    MarketClosedError,
+    MarketLostError,
+    MarketUnavailableError,
+    MpmarketError,
+    RunError,
+    StallError,
+)
 from mpmarket.lifeline import Lifeline
 from mpmarket.marketplace import MarketBooks
 from mpmarket.products import Product
@@ -59,7 +74,9 @@ from mpmarket.server import (
     new_authkey,
     start_server,
 )
-from mpmarket.workload import ConsumerSpec, ProducerSpec, Workload
+from mpmarket.stall import diagnose
+from mpmarket.timeline import SAMPLE_INTERVAL_S, Sample, Timeline
+from mpmarket.workload import ConsumerSpec, Op, ProducerSpec, Workload, verify_orders
 
 __all__ = [
     "START_METHODS",
@@ -80,6 +97,26 @@ TERMINATE_GRACE = 1.0
 # How often an agent waiting at the start barrier checks that the runner is
 # still alive (so a killed runner leaves no agent behind).
 PARENT_CHECK_INTERVAL = 0.5
+
+
+# A run is stalled when no consumer made progress for this long, unless the
+# workload's own times call for more (see default_stall_timeout).
+STALL_FLOOR_S = 10.0
+
+
+def default_stall_timeout(workload: Workload) -> float:
+    """Long enough for the slowest legitimate wait of this workload, times three.
+
+    A consumer may wait a whole production cycle of the slowest producer (its
+    make times added up) plus a wait time before its product comes.
+    """
+    cycle = max(
+        (sum(step.quantity * step.make_time for step in spec.steps) for spec in workload.producers),
+        default=0.0,
+    )
+    waits = [spec.republish_wait_time for spec in workload.producers]
+    waits += [spec.retry_wait_time for spec in workload.consumers]
+    return max(STALL_FLOOR_S, 3 * (cycle + max(waits, default=0.0)))
 
 
 def default_start_method() -> str:
@@ -143,6 +180,31 @@ class RunObserver:
     def on_producer_closed(self, producer: str) -> None:
         """A producer ended because the market was closed (a --connect run)."""
 
+    def on_agent_died(self, death: AgentDeath) -> None:
+        """An agent process died or failed; the run goes on without it."""
+
+    def on_sample(self, timeline: Timeline) -> None:
+        """A new sample of the market (a few per second)."""
+
+
+@dataclass(frozen=True)
+class AgentDeath:
+    """An agent that did not finish: who, how, and what it left."""
+
+    name: str
+    role: str
+    how: str
+    sessions_done: int = 0
+    sessions: int = 0
+    released: int = 0  # units of its cart put back on sale
+
+    def describe(self) -> str:
+        text = f"{self.role} {self.name} {self.how}"
+        if self.role == "consumer":
+            text += f" after {self.sessions_done} of {self.sessions} sessions"
+            text += f"; {self.released} products of its cart went back on sale"
+        return text
+
 
 @dataclass
 class RunReport:
@@ -155,6 +217,12 @@ class RunReport:
     failures: list[str] = field(default_factory=list)
     interrupted: bool = False
     attach_failed: bool = False  # the market could not be reached or refused us
+    market_lost: bool = False  # the server died or stopped answering mid-run
+    deaths: list[AgentDeath] = field(default_factory=list)
+    stall: list[str] = field(default_factory=list)  # the explanation of a stall
+    violations: list[str] = field(default_factory=list)  # broken invariants
+    cut_short: bool = False  # stopped at its deadline (stress)
+    timeline: Timeline | None = None
     books: MarketBooks | None = None
     startup_s: float = 0.0
     market_s: float = 0.0
@@ -167,7 +235,9 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.interrupted
+        return not (
+            self.failures or self.interrupted or self.deaths or self.stall or self.violations
+        )
 
 
 @dataclass
@@ -179,7 +249,10 @@ class _Agent:
     process: BaseProcess
     channel: connection.Connection
     ready: bool = False
-    done: bool = False
+    done: bool = False  # finished, died or failed: nothing more to wait for
+    ident: int | None = None  # its cart id (consumer) or producer id
+    sessions: int = 0
+    orders: int = 0
 
 
 def _agent_main(
@@ -197,8 +270,8 @@ def _agent_main(
 
     lifeline = Lifeline(parent_pid)
 
-    def ready() -> None:
-        channel.send(("ready",))
+    def ready(ident: int) -> None:
+        channel.send(("ready", ident))
         while not start.wait(PARENT_CHECK_INTERVAL):
             if not lifeline.alive():
                 raise SystemExit(1)
@@ -253,6 +326,11 @@ class LocalRun:
         authkey: bytes | None = None,
         connect_timeout: float = ATTACH_TIMEOUT,
         close_market: bool = False,
+        fail_fast: bool = False,
+        stall_timeout: float | None = None,
+        deadline_s: float | None = None,
+        kills: tuple[tuple[float, str], ...] = (),
+        audit: bool = False,
     ) -> None:
         if connect is not None and authkey is None:
             raise ValueError("connect needs the market's authkey")
@@ -265,8 +343,22 @@ class LocalRun:
         self._authkey = authkey
         self.connect_timeout = connect_timeout
         self.close_market = close_market
+        self.fail_fast = fail_fast
+        self.stall_timeout = (
+            default_stall_timeout(workload) if stall_timeout is None else stall_timeout
+        )
+        self.deadline_s = deadline_s
+        self.kills = sorted(kills)
+        self.audit = audit
         self._finished = False
         self.report = RunReport(workload.source, len(workload.producers), len(workload.consumers))
+        self.report.timeline = Timeline(
+            producers=tuple(spec.name for spec in workload.producers),
+            consumers=tuple(spec.name for spec in workload.consumers),
+            queue_size_per_producer=workload.queue_size_per_producer,
+            products_to_buy=workload.products_to_buy,
+            sessions_to_run=workload.sessions,
+        )
         self._manager: MarketManager | None = None
         self._market: MarketProxy | None = None
         self._agents: list[_Agent] = []
@@ -289,13 +381,26 @@ class LocalRun:
             self._finished = True
         except KeyboardInterrupt:
             report.interrupted = True
+        except StallError as error:
+            report.stall = list(error.lines)
+        except MarketLostError as error:
+            report.market_lost = True
+            report.failures.append(str(error))
+        except MarketUnavailableError as error:
+            report.market_lost = report.market_s > 0 or market_started is not None
+            report.failures.append(str(error))
         except MpmarketError as error:
             report.failures.append(str(error))
         finally:
             shutdown_started = time.perf_counter()
             if market_started is not None:
                 report.market_s = shutdown_started - market_started
-            self._shutdown()
+            try:
+                self._shutdown()
+            except KeyboardInterrupt:  # a second Ctrl-C: no more grace
+                report.interrupted = True
+                self._kill_everything()
+            report.violations += verify_orders(self.workload, report.orders)
             ended = time.perf_counter()
             report.shutdown_s = ended - shutdown_started
             report.wall_s = ended - self.started_at
@@ -339,73 +444,169 @@ class LocalRun:
             )
             process.start()
             writer.close()
-            self._agents.append(_Agent(spec.name, role, process, reader))
+            sessions = len(spec.sessions) if isinstance(spec, ConsumerSpec) else 0
+            self._agents.append(_Agent(spec.name, role, process, reader, sessions=sessions))
 
     def _wait_until_ready(self) -> None:
         waiting = len(self._agents)
         deadline = time.monotonic() + ATTACH_TIMEOUT + STOP_GRACE
         while waiting:
             for agent, message in self._next_messages(deadline - time.monotonic()):
-                if message == ("ready",):
+                if message[0] == "ready":
                     agent.ready = True
+                    agent.ident = message[1]
                     waiting -= 1
+                elif message[0] in ("failed", "died"):
+                    raise RunError(f"{agent.role} {agent.name} {message[1]} before the start")
             if time.monotonic() > deadline:
                 raise RunError(f"{waiting} agents did not attach within {ATTACH_TIMEOUT:.0f} s")
 
     def _collect_orders(self) -> None:
-        """Until every consumer is done; with --connect and none, every producer."""
+        """Until every consumer is done; with --connect and none, every producer.
+
+        Wakes for each message, for each death, and every sample interval to
+        sample the market, check for a stall, and run the kill schedule.
+        """
         consumers_left = sum(agent.role == "consumer" for agent in self._agents)
         producers_left = len(self._agents) - consumers_left
         if consumers_left or self.connect is None:
             producers_left = 0  # they are stopped once the consumers are done
+        began = time.monotonic()
+        self._progress = (None, began)
+        next_sample = began
+        kills = list(self.kills)
         while consumers_left or producers_left:
-            for agent, message in self._next_messages(None):
-                if message[0] == "order":
+            now = time.monotonic()
+            if now >= next_sample:
+                self._sample(now - began)
+                next_sample = now + SAMPLE_INTERVAL_S
+            while kills and now - began >= kills[0][0]:
+                self._kill(kills.pop(0)[1])
+            if self.deadline_s is not None and now - began >= self.deadline_s:
+                self.report.cut_short = True
+                return
+            wake = next_sample
+            if kills:
+                wake = min(wake, began + kills[0][0])
+            if self.deadline_s is not None:
+                wake = min(wake, began + self.deadline_s)
+            for agent, message in self._next_messages(max(0.0, wake - time.monotonic())):
+                kind = message[0]
+                if kind == "order":
+                    agent.orders += 1
                     self.report.orders.append((agent.name, message[1]))
                     self.observer.on_order(agent.name, message[1])
-                elif message == ("done",):
+                elif kind == "done":
                     consumers_left -= 1
                     self.observer.on_consumer_done(agent.name)
-                elif message == ("closed",):
+                elif kind == "closed":
                     producers_left = max(producers_left - 1, 0)
                     self.observer.on_producer_closed(agent.name)
+                elif kind in ("failed", "died"):
+                    self._lost_agent(agent, message[1])
+                    if agent.role == "consumer":
+                        consumers_left -= 1
+                    else:
+                        producers_left = max(producers_left - 1, 0)
+
+    def _lost_agent(self, agent: _Agent, how: str) -> None:
+        """An agent died or failed: give its cart back, report it, go on (or not)."""
+        released = 0
+        if agent.role == "consumer" and agent.ident is not None and self._market is not None:
+            with contextlib.suppress(MpmarketError):
+                released = self._market.release_cart(agent.ident)
+        death = AgentDeath(agent.name, agent.role, how, agent.orders, agent.sessions, released)
+        self.report.deaths.append(death)
+        self.observer.on_agent_died(death)
+        if self.fail_fast:
+            raise RunError(death.describe())
+
+    def _kill(self, name: str) -> None:
+        """Fault injection: SIGKILL the named agent, if it still runs."""
+        for agent in self._agents:
+            if agent.name == name and agent.process.exitcode is None and not agent.done:
+                agent.process.kill()
+
+    def _sample(self, elapsed: float) -> None:
+        """Look at the market: timeline, audit, and the stall check."""
+        assert self._market is not None and self.report.timeline is not None
+        books = self._market.books()
+        timeline = self.report.timeline
+        consumers = [a for a in self._agents if a.role == "consumer"]
+        on_sale = books.on_sale_per_producer
+        producer_ids = [a.ident for a in self._agents if a.role == "producer"]
+        timeline.samples.append(
+            Sample(
+                t=elapsed,
+                bought=self.report.products_bought,
+                orders=len(self.report.orders),
+                consumers_done=sum(a.done for a in consumers),
+                on_sale_per_producer=tuple(
+                    on_sale[i] if i is not None and i < len(on_sale) else 0 for i in producer_ids
+                ),
+                waiting_consumers=books.waiting_consumers,
+                waiting_producers=books.waiting_producers,
+            )
+        )
+        self.observer.on_sample(timeline)
+        if self.audit:
+            self.report.violations += [f"at {elapsed:.2f} s: {p}" for p in self._market.audit()]
+        progress = (books.ordered, books.in_carts)
+        now = time.monotonic()
+        if progress != self._progress[0]:
+            self._progress = (progress, now)
+        elif now - self._progress[1] >= self.stall_timeout:
+            raise StallError(self._explain_stall(now - self._progress[1]))
+
+    def _explain_stall(self, stalled_s: float) -> list[str]:
+        assert self._market is not None
+        waiting = self._market.waits()
+        consumers = {a.ident: a.name for a in self._agents if a.role == "consumer"}
+        producers = {a.ident: a.name for a in self._agents if a.role == "producer"}
+        specs = {spec.name: spec for spec in self.workload.consumers}
+        remaining: dict[str, list[Op]] = {
+            a.name: [op for session in specs[a.name].sessions[a.orders :] for op in session]
+            for a in self._agents
+            if a.role == "consumer" and not a.done
+        }
+        report = diagnose(waiting, self.workload, consumers, producers, remaining, stalled_s)
+        header = (
+            f"stalled: no consumer made progress for {stalled_s:.1f} s "
+            f"(--stall-timeout {self.stall_timeout:g})"
+        )
+        return [header, *report.explain()[1:]]
 
     def _next_messages(self, timeout: float | None) -> list[tuple[_Agent, tuple[Any, ...]]]:
-        """Wait for pipes and sentinels; return messages, raise on a failure."""
+        """Wait for pipes and sentinels; return messages, deaths as ("died", how).
+
+        A local server's death raises MarketLostError at once.
+        """
         by_handle: dict[Any, _Agent] = {}
         for agent in self._agents:
             if not agent.channel.closed:
                 by_handle[agent.channel] = agent
-            elif not agent.done and agent.process.exitcode is None:
-                by_handle[agent.process.sentinel] = agent
-        messages = []
-        for handle in connection.wait(list(by_handle), timeout):
-            agent = by_handle[handle]
-            if handle is not agent.channel:
-                continue  # a sentinel: handled below once its pipe is drained
+        handles: list[Any] = list(by_handle)
+        server = self._manager._process if self._manager is not None else None
+        if server is not None:
+            handles.append(server.sentinel)
+        messages: list[tuple[_Agent, tuple[Any, ...]]] = []
+        for handle in connection.wait(handles, timeout):
+            agent = by_handle.get(handle)
+            if agent is None:
+                raise MarketLostError(f"the market server died ({_how_it_ended(server)})")
             try:
                 while agent.channel.poll():
                     message = agent.channel.recv()
-                    if message[0] == "failed":
-                        raise RunError(f"{agent.role} {agent.name} failed: {message[1]}")
-                    if message in (("done",), ("closed",)):
+                    if message[0] in ("done", "closed", "failed"):
                         agent.done = True
                     messages.append((agent, message))
-            except EOFError:
+            except (EOFError, OSError):
                 agent.channel.close()
-                agent.process.join(TERMINATE_GRACE)
                 if not agent.done:
-                    raise RunError(self._death_notice(agent)) from None
+                    agent.process.join(TERMINATE_GRACE)
+                    agent.done = True
+                    messages.append((agent, ("died", _how_it_ended(agent.process))))
         return messages
-
-    @staticmethod
-    def _death_notice(agent: _Agent) -> str:
-        code = agent.process.exitcode
-        if code is not None and code < 0:
-            how = f"killed by {signal.Signals(-code).name}"
-        else:
-            how = f"exited with code {code}"
-        return f"{agent.role} {agent.name} died ({how})"
 
     def _shutdown(self) -> None:
         """Close the market, stop the agents, stop the server: every step bounded.
@@ -414,6 +615,11 @@ class LocalRun:
         gives its producers a per-try wait more to notice the stop.
         """
         own_market = self.connect is None
+        if self.report.market_lost and self._manager is not None:
+            # Dead or frozen: a shutdown request would wait on it forever.
+            with contextlib.suppress(OSError):
+                self._manager._process.kill()
+            self._market = None
         if self._market is not None:
             try:
                 self.report.books = self._market.books()
@@ -441,6 +647,16 @@ class LocalRun:
             with contextlib.suppress(OSError, EOFError, MarketUnavailableError):
                 self._manager.shutdown()
 
+    def _kill_everything(self) -> None:
+        """The second Ctrl-C: no grace for anyone."""
+        for agent in self._agents:
+            if agent.process.exitcode is None:
+                agent.process.kill()
+        _join_all([agent.process for agent in self._agents], TERMINATE_GRACE)
+        if self._manager is not None and self._manager._process.exitcode is None:
+            self._manager._process.kill()
+            self._manager._process.join(TERMINATE_GRACE)
+
     def _drain(self, timeout: float) -> None:
         """Join the agents for up to ``timeout``, still recording their orders.
 
@@ -467,6 +683,15 @@ class LocalRun:
                             self.observer.on_order(agent.name, message[1])
                 except (EOFError, OSError):
                     agent.channel.close()
+
+
+def _how_it_ended(process: BaseProcess | None) -> str:
+    code = process.exitcode if process is not None else None
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    if code is None:
+        return "stopped answering"
+    return f"exited with code {code}"
 
 
 def _join_all(processes: list[BaseProcess], timeout: float) -> None:

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 from mpmarket import __version__
 from mpmarket.errors import MarketUnavailableError, VersionMismatchError
 from mpmarket.lifeline import Lifeline
-from mpmarket.marketplace import MarketBooks, Marketplace, MarketSnapshot
+from mpmarket.marketplace import MarketBooks, Marketplace, MarketSnapshot, MarketWaits
 from mpmarket.oplog import operation_logger
 from mpmarket.products import Product
 
@@ -110,9 +110,21 @@ EXPOSED = (
     "place_order",
     "close",
     "books",
+    "release_cart",
+    "expire_idle_carts",
+    "audit",
+    "waits",
     "snapshot",
 )
 SESSION_EXPOSED = ("hello", "agents")
+
+
+# How long past a call's own wait a server may take to answer before it is
+# taken for frozen or gone: long enough for a loaded machine, short enough that
+# agents of a dead or stopped server notice within seconds.
+ANSWER_GRACE = 5.0
+# Waits longer than this are read without a bound beyond it (SO_RCVTIMEO).
+ANSWER_WAIT_MAX = 24 * 3600.0
 
 
 def new_authkey() -> bytes:
@@ -446,6 +458,7 @@ class MarketProxy(managers.BaseProxy):
             conn.close()
             raise
         self._tls.connection = conn
+        self._tls.answer_limit = 0.0  # no read timeout after the handshake
 
     def _hello(self, conn: connection.Connection, name: str) -> None:
         """Tell the server who we are; refuse a server of another version."""
@@ -466,28 +479,55 @@ class MarketProxy(managers.BaseProxy):
                 f"runs mpmarket {server_version} (protocol {server_protocol})"
             )
 
-    def _call(self, method: str, args: tuple[Any, ...] = ()) -> Any:
+    def _call(self, method: str, args: tuple[Any, ...] = (), wait: Any = 0.0) -> Any:
+        """One round trip; ``wait`` is how long the market may hold the call.
+
+        BaseManager has no call timeout: a frozen server would hold a caller
+        forever. So every connection reads with a timeout of the call's wait
+        plus ``ANSWER_GRACE``, set once per change, and a silent server is
+        reported as gone.
+        """
+        conn = self._connection()
+        if type(wait) not in (int, float) or not wait >= 0:  # NaN too: the server refuses it
+            wait = 0.0
+        limit = min(wait, ANSWER_WAIT_MAX) + ANSWER_GRACE
+        if self._tls.answer_limit != limit:
+            _set_receive_timeout(conn.fileno(), limit)
+            self._tls.answer_limit = limit
         try:
             return self._callmethod(method, args)
+        except BlockingIOError as error:  # SO_RCVTIMEO ran out
+            self.disconnect()  # a late answer would put the connection out of step
+            raise MarketUnavailableError(
+                f"the market at {format_address(self._token.address)} did not answer "
+                f"within {limit:.0f} s"
+            ) from error
         except (EOFError, ConnectionError) as error:
             raise MarketUnavailableError(
                 f"lost the market at {format_address(self._token.address)}: {type(error).__name__}"
             ) from error
 
+    def _connection(self) -> connection.Connection:
+        conn = getattr(self._tls, "connection", None)
+        if conn is None:
+            self._connect()
+            conn = self._tls.connection
+        return conn
+
     def register_producer(self) -> int:
         return self._call("register_producer")
 
     def publish(self, producer_id: int, product: Product, timeout: float = 0.0) -> bool:
-        return self._call("publish", (producer_id, product, timeout))
+        return self._call("publish", (producer_id, product, timeout), timeout)
 
     def new_cart(self) -> int:
         return self._call("new_cart")
 
     def add_to_cart(self, cart_id: int, product: Product, timeout: float = 0.0) -> bool:
-        return self._call("add_to_cart", (cart_id, product, timeout))
+        return self._call("add_to_cart", (cart_id, product, timeout), timeout)
 
     def add_many(self, cart_id: int, product: Product, quantity: int, timeout: float = 0.0) -> int:
-        return self._call("add_many", (cart_id, product, quantity, timeout))
+        return self._call("add_many", (cart_id, product, quantity, timeout), timeout)
 
     def remove_from_cart(self, cart_id: int, product: Product) -> bool:
         return self._call("remove_from_cart", (cart_id, product))
@@ -507,14 +547,22 @@ class MarketProxy(managers.BaseProxy):
     def snapshot(self) -> MarketSnapshot:
         return self._call("snapshot")
 
+    def release_cart(self, cart_id: int) -> int:
+        return self._call("release_cart", (cart_id,))
+
+    def expire_idle_carts(self, idle_s: float) -> list[int]:
+        return self._call("expire_idle_carts", (idle_s,))
+
+    def audit(self) -> list[str]:
+        return self._call("audit")
+
+    def waits(self) -> MarketWaits:
+        return self._call("waits")
+
     def agents(self) -> tuple[AgentInfo, ...]:
         """The clients attached to the server now (a call to the session object)."""
         try:
-            conn = getattr(self._tls, "connection", None)
-            if conn is None:
-                self._connect()
-                conn = self._tls.connection
-            return managers.dispatch(conn, SESSION_IDENT, "agents")
+            return managers.dispatch(self._connection(), SESSION_IDENT, "agents")
         except (EOFError, ConnectionError) as error:
             raise MarketUnavailableError(
                 f"lost the market at {format_address(self._token.address)}: {type(error).__name__}"

@@ -38,6 +38,7 @@ __all__ = [
     "load_toml",
     "load_workload",
     "purchase_line",
+    "verify_orders",
 ]
 
 DEFAULT_QUEUE_SIZE = 15
@@ -121,6 +122,34 @@ def expected_purchases(workload: Workload) -> Counter[str]:
             for product, count in session_purchases(session).items():
                 lines[purchase_line(consumer.name, product)] += count
     return lines
+
+
+def verify_orders(workload: Workload, orders: list[tuple[str, list[Product]]]) -> list[str]:
+    """Check each consumer's orders against its sessions, in order.
+
+    The n-th order of a consumer must hold exactly what its n-th session adds
+    minus what it removes. A consumer that died may have fewer orders, never
+    different ones. Returns the violations (empty when all is well).
+    """
+    sessions = {spec.name: spec.sessions for spec in workload.consumers}
+    placed: dict[str, int] = {}
+    problems = []
+    for consumer, products in orders:
+        number = placed.get(consumer, 0)
+        placed[consumer] = number + 1
+        expected_sessions = sessions.get(consumer, ())
+        if number >= len(expected_sessions):
+            problems.append(
+                f"{consumer} placed order {number + 1} but has {len(expected_sessions)} sessions"
+            )
+            continue
+        expected = session_purchases(expected_sessions[number])
+        if Counter(products) != expected:
+            problems.append(
+                f"{consumer}'s order {number + 1} holds {sorted(map(repr, products))}, "
+                f"expected {sorted(map(repr, expected.elements()))}"
+            )
+    return problems
 
 
 # -- validation helpers ------------------------------------------------------

@@ -129,7 +129,7 @@ def run_in_threads(workload: Workload, timeout: float = RUN_TIMEOUT_S) -> Run:
     def producer_main(spec: ProducerSpec) -> None:
         try:
             run.published[spec.name] = produce(
-                Spy(market, spec.name, run), spec, stop, lambda: run.mark_ready(spec.name)
+                Spy(market, spec.name, run), spec, stop, lambda _ident: run.mark_ready(spec.name)
             )
         except MarketClosedError:
             run.closed.add(spec.name)
@@ -143,7 +143,7 @@ def run_in_threads(workload: Workload, timeout: float = RUN_TIMEOUT_S) -> Run:
                 spec,
                 run.deliver,
                 stop,
-                lambda: run.mark_ready(spec.name),
+                lambda _ident: run.mark_ready(spec.name),
             )
         except BaseException as error:
             run.errors.append(f"consumer {spec.name}: {error!r}")
@@ -369,7 +369,7 @@ def test_producer_with_nothing_to_make_waits_for_stop() -> None:
     stop = threading.Event()
     ready = threading.Event()
     spec = ProducerSpec("idle", (ProductionStep(LINDEN, 0, 0.0),), 0.0)
-    agent = Agent(lambda: produce(market, spec, stop, ready.set))
+    agent = Agent(lambda: produce(market, spec, stop, lambda _ident: ready.set()))
     try:
         assert ready.wait(PROMPT_S)
         time.sleep(0.1)
