@@ -31,11 +31,12 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mpmarket import __version__
 from mpmarket.authkey import ENV_VAR, Authkey, load_authkey
 from mpmarket.errors import AuthkeyError, MarketUnavailableError, MpmarketError, WorkloadError
+from mpmarket.html_report import render_html
+from mpmarket.live import LiveView
 from mpmarket.marketplace import Marketplace
 from mpmarket.oplog import operation_logger
 from mpmarket.products import Product
@@ -66,6 +67,7 @@ from mpmarket.status import (
     format_status,
     status_to_json,
 )
+from mpmarket.timeline import Timeline
 from mpmarket.workload import DEFAULT_QUEUE_SIZE, Workload, generate, load_workload
 
 __all__ = ["ExitCode", "main"]
@@ -92,10 +94,6 @@ class ExitCode(IntEnum):
             return cls.RUN_FAILED
         return cls.OK
 
-
-# The live progress redraws at most this often: often enough to look alive,
-# rarely enough to cost nothing next to the orders it counts.
-PROGRESS_REFRESH_S = 0.1
 
 # serve's live view samples the market this often on a terminal (one
 # books() under the market lock each time: nothing next to the traffic)...
@@ -167,50 +165,28 @@ _WORKER_KEY_HELP = (
 
 
 class _PrintingObserver(RunObserver):
-    """Prints result lines on stdout and progress on stderr as a run goes."""
+    """Prints result lines on stdout and the live view on stderr as a run goes."""
 
-    def __init__(self, workload: Workload, console: Console, show_progress: bool) -> None:
+    def __init__(self, console: Console, *, quiet: bool, started_at: float) -> None:
         self.console = console
-        self.total = workload.products_to_buy
-        self.progress: Progress | None = None
-        self.show_progress = show_progress and console.is_terminal
-        self.last_refresh = 0.0
-        self.bought = 0
-        self.task = 0
+        self.view = LiveView(console, quiet=quiet)
+        self.started_at = started_at
 
     def on_started(self, producers: int, consumers: int) -> None:
-        # Created only now, after every agent process has been forked.
-        if self.show_progress:
-            self.progress = Progress(
-                TextColumn("buying"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=self.console,
-                transient=True,
-                auto_refresh=False,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("buying", total=self.total)
+        self.view.start()
+
+    def on_sample(self, timeline: Timeline) -> None:
+        self.view.update(timeline, time.perf_counter() - self.started_at)
 
     def on_order(self, consumer: str, products: list[Product]) -> None:
         sys.stdout.write(result_lines(consumer, products))
         sys.stdout.flush()
-        self.bought += len(products)
-        if self.progress is not None:
-            now = time.monotonic()
-            if now - self.last_refresh >= PROGRESS_REFRESH_S:
-                self.last_refresh = now
-                self.progress.update(self.task, completed=self.bought)
-                self.progress.refresh()
 
     def on_agent_died(self, death: AgentDeath) -> None:
         self.console.print(f"[bold red]mpmarket:[/] {death.describe()}", highlight=False)
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self.view.stop()
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -319,7 +295,13 @@ def _workload(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a JSON report of the run to this file.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary on stderr.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a self-contained HTML report with charts of the run to this file.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No live view and no summary on stderr.")
 @click.option(
     "--connect",
     type=ADDRESS,
@@ -372,6 +354,7 @@ def run(
     start_method: str,
     log_file: Path | None,
     json_path: Path | None,
+    html_path: Path | None,
     quiet: bool,
     connect: Address | None,
     authkey_file: Path | None,
@@ -442,7 +425,7 @@ def run(
             raise click.UsageError(str(error)) from None
         authkey = _load_key(console, authkey_file).secret
 
-    observer = _PrintingObserver(workload, console, show_progress=not quiet)
+    observer = _PrintingObserver(console, quiet=quiet, started_at=started_at)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = LocalRun(
@@ -467,9 +450,11 @@ def run(
     ideal = simulate(workload).makespan if connect is None else None
     if not quiet and not report.attach_failed:
         console.print(format_summary(report, ideal))
+    document = report_to_json(report, code, ideal)
     if json_path is not None:
-        document = report_to_json(report, code, ideal)
         json_path.write_text(json.dumps(document, indent=2) + "\n")
+    if html_path is not None and report.timeline is not None:
+        html_path.write_text(render_html(document, report.timeline))
     for failure in [*report.failures, *report.violations]:
         console.print(f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True)
     for line in report.stall:

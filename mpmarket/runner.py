@@ -379,6 +379,7 @@ class LocalRun:
             self.observer.on_started(report.producers, report.consumers)
             self._collect_orders()
             self._finished = True
+            self._sample(time.perf_counter() - market_started, final=True)
         except KeyboardInterrupt:
             report.interrupted = True
         except StallError as error:
@@ -527,8 +528,8 @@ class LocalRun:
             if agent.name == name and agent.process.exitcode is None and not agent.done:
                 agent.process.kill()
 
-    def _sample(self, elapsed: float) -> None:
-        """Look at the market: timeline, audit, and the stall check."""
+    def _sample(self, elapsed: float, *, final: bool = False) -> None:
+        """Look at the market: timeline, audit, and (but for the last) the stall check."""
         assert self._market is not None and self.report.timeline is not None
         books = self._market.books()
         timeline = self.report.timeline
@@ -551,6 +552,8 @@ class LocalRun:
         self.observer.on_sample(timeline)
         if self.audit:
             self.report.violations += [f"at {elapsed:.2f} s: {p}" for p in self._market.audit()]
+        if final:
+            return
         progress = (books.ordered, books.in_carts)
         now = time.monotonic()
         if progress != self._progress[0]:

@@ -152,3 +152,15 @@ def test_version_and_help():
     assert run_cli("--version").stdout.startswith("mpmarket, version ")
     help_text = run_cli("run", "--help").stdout
     assert "Exit codes" in help_text and "130" in help_text
+
+
+def test_plain_progress_and_an_html_report_when_stderr_is_not_a_terminal(tmp_path):
+    html_path = tmp_path / "report.html"
+    result = run_cli("run", "--producers", "2", "--consumers", "3", "--html", html_path)
+    assert result.returncode == 0, result.stderr
+    total = sum(expected_purchases(generate(2, 3)).values())
+    progress = [line for line in result.stderr.splitlines() if line.startswith("mpmarket: ")]
+    assert progress and f"bought {total}/{total} (100%)" in progress[-1]
+    assert "\x1b[" not in result.stderr  # no terminal codes into a file or a pipe
+    page = html_path.read_text()
+    assert page.count("<svg") == 3 and "<script" not in page and "http" not in page
