@@ -67,8 +67,16 @@ from mpmarket.status import (
     format_status,
     status_to_json,
 )
+from mpmarket.stress import plan_stress, run_stress
 from mpmarket.timeline import Timeline
-from mpmarket.workload import DEFAULT_QUEUE_SIZE, Workload, generate, load_workload
+from mpmarket.workload import (
+    DEFAULT_QUEUE_SIZE,
+    Workload,
+    dump_course_json,
+    dump_toml,
+    generate,
+    load_workload,
+)
 
 __all__ = ["ExitCode", "main"]
 
@@ -167,8 +175,11 @@ _WORKER_KEY_HELP = (
 class _PrintingObserver(RunObserver):
     """Prints result lines on stdout and the live view on stderr as a run goes."""
 
-    def __init__(self, console: Console, *, quiet: bool, started_at: float) -> None:
+    def __init__(
+        self, console: Console, *, quiet: bool, started_at: float, print_orders: bool = True
+    ) -> None:
         self.console = console
+        self.print_orders = print_orders
         self.view = LiveView(console, quiet=quiet)
         self.started_at = started_at
 
@@ -179,8 +190,9 @@ class _PrintingObserver(RunObserver):
         self.view.update(timeline, time.perf_counter() - self.started_at)
 
     def on_order(self, consumer: str, products: list[Product]) -> None:
-        sys.stdout.write(result_lines(consumer, products))
-        sys.stdout.flush()
+        if self.print_orders:
+            sys.stdout.write(result_lines(consumer, products))
+            sys.stdout.flush()
 
     def on_agent_died(self, death: AgentDeath) -> None:
         self.console.print(f"[bold red]mpmarket:[/] {death.describe()}", highlight=False)
@@ -682,6 +694,291 @@ def status(
         click.echo(json.dumps(status_to_json(address, snapshot, agents), indent=2))
     else:
         Console().print(format_status(address, snapshot, agents))
+
+
+@cli.command(epilog=__doc__.split("\n", 2)[2])
+@click.option(
+    "--producers",
+    "-p",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Producer processes.",
+)
+@click.option(
+    "--consumers",
+    "-c",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Consumer processes.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    envvar="MPMARKET_STRESS_SECONDS",
+    help="Seconds of churn (env MPMARKET_STRESS_SECONDS).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the workload and of the kills."
+)
+@click.option(
+    "--kill-consumers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Consumers to SIGKILL at random times.",
+)
+@click.option(
+    "--kill-producers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Producers to SIGKILL at random times (never the last maker of a product).",
+)
+@click.option(
+    "--start-method",
+    type=click.Choice(START_METHODS),
+    default=default_start_method(),
+    show_default=True,
+    help="How agent processes are started.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JSON report to this file.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write an HTML report with charts to this file.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No live view and no summary on stderr.")
+def stress(
+    producers: int,
+    consumers: int,
+    duration: float,
+    seed: int,
+    kill_consumers: int,
+    kill_producers: int,
+    start_method: str,
+    json_path: Path | None,
+    html_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Churn the market as fast as it goes, kill agents, and check the books.
+
+    Producers with no make time publish as fast as the market lets them and
+    consumers run session after session, for --duration seconds, while
+    --kill-consumers and --kill-producers agents are killed with SIGKILL at
+    random (seeded) times. The books are audited from scratch four times a
+    second and each consumer's orders are checked against its sessions. Exit
+    0 only when no invariant was ever violated; the verdict is one line on
+    stdout.
+
+    \b
+    Examples:
+      mpmarket stress --duration 10 --kill-consumers 2 --kill-producers 1
+      MPMARKET_STRESS_SECONDS=600 mpmarket stress --json stress.json --html stress.html
+    """
+    started_at = time.perf_counter()
+    console = Console(stderr=True)
+    try:
+        plan = plan_stress(
+            producers,
+            consumers,
+            duration_s=duration,
+            seed=seed,
+            kill_consumers=kill_consumers,
+            kill_producers=kill_producers,
+        )
+    except WorkloadError as error:
+        raise click.UsageError(str(error).removeprefix("<stress>: ")) from None
+    observer = _PrintingObserver(console, quiet=quiet, started_at=started_at, print_orders=False)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = run_stress(
+            plan, observer=observer, start_method=start_method, started_at=started_at
+        )
+    finally:
+        observer.close()
+    report = result.report
+    code = ExitCode.of(report)
+    if code == ExitCode.RUN_FAILED and result.ok:
+        code = ExitCode.OK  # the deaths were the planned kills
+    if not result.ok and code == ExitCode.OK:
+        code = ExitCode.RUN_FAILED
+    if not quiet:
+        console.print(format_summary(report))
+    document = report_to_json(report, code) | {
+        "stress": {
+            "duration_s": duration,
+            "seed": seed,
+            "kills": [{"at_s": at, "agent": name} for at, name in plan.kills],
+            "problems": result.problems,
+            "ok": result.ok,
+        }
+    }
+    if json_path is not None:
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
+    if html_path is not None and report.timeline is not None:
+        html_path.write_text(render_html(document, report.timeline))
+    for problem in result.problems:
+        console.print(
+            f"[bold red]mpmarket: violation:[/] {problem}", highlight=False, soft_wrap=True
+        )
+    rate = report.products_bought / report.market_s if report.market_s else 0.0
+    verdict = "OK" if result.ok and code == ExitCode.OK else "FAILED"
+    click.echo(
+        f"stress {verdict}: {report.products_bought} products bought in {report.market_s:.1f} s "
+        f"({rate:,.0f}/s), {len(report.deaths)} agents killed, {len(result.problems)} violations"
+    )
+    sys.exit(code)
+
+
+@cli.command(epilog=__doc__.split("\n", 2)[2])
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--producers",
+    "-p",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Producers to generate.",
+)
+@click.option(
+    "--consumers",
+    "-c",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Consumers to generate.",
+)
+@click.option(
+    "--sessions",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Shopping sessions per consumer.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator.")
+@click.option(
+    "--queue-size",
+    type=click.IntRange(min=1),
+    default=15,
+    show_default=True,
+    help="Products one producer may have on sale.",
+)
+@click.option(
+    "--make-time",
+    type=click.FloatRange(min=0),
+    default=0.004,
+    show_default=True,
+    help="Typical seconds to make one product (each producer varies it by up to 50 %).",
+)
+@click.option(
+    "--wait-time",
+    type=click.FloatRange(min=0),
+    default=0.01,
+    show_default=True,
+    help="Typical retry and republish wait (varied the same way).",
+)
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["toml", "course"]),
+    default="toml",
+    show_default=True,
+    help="mpmarket's TOML, or the course's JSON.",
+)
+def gen(
+    output: Path,
+    producers: int,
+    consumers: int,
+    sessions: int,
+    seed: int,
+    queue_size: int,
+    make_time: float,
+    wait_time: float,
+    file_format: str,
+) -> None:
+    """Write a generated workload to OUTPUT ("-" for stdout), to edit and run.
+
+    The same generator as `mpmarket run --producers N --consumers M`: the same
+    flags give the same workload, and it never deadlocks.
+
+    \b
+    Examples:
+      mpmarket gen market.toml --producers 6 --consumers 12 --seed 3
+      mpmarket gen case.json --format course && mpmarket run case.json
+    """
+    workload = generate(
+        producers,
+        consumers,
+        sessions=sessions,
+        seed=seed,
+        queue_size=queue_size,
+        make_time=make_time,
+        wait_time=wait_time,
+    )
+    text = dump_toml(workload) if file_format == "toml" else dump_course_json(workload)
+    if str(output) == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        _fail(Console(stderr=True), f"{output}: cannot write: {error.strerror}", ExitCode.USAGE)
+    Console(stderr=True).print(
+        f"wrote {output}: {producers} producers, {consumers} consumers, "
+        f"{workload.products_to_buy} products to buy",
+        highlight=False,
+    )
+
+
+@cli.command(epilog=__doc__.split("\n", 2)[2])
+@click.argument("configs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(configs: tuple[Path, ...]) -> None:
+    """Check workload files and say what each holds, or what is wrong.
+
+    For each file: its agents, products, sessions and the products any correct
+    run buys, and whether the simulation predicts a deadlock; or one line
+    naming the file, the field and what was expected. Exit 2 if any file is
+    wrong, 3 if any deadlocks, else 0.
+
+    \b
+    Examples:
+      mpmarket validate configs/*.toml
+    """
+    worst = ExitCode.OK
+    for config in configs:
+        try:
+            workload = load_workload(config)
+        except WorkloadError as error:
+            click.echo(f"mpmarket: error: {error}", err=True)
+            worst = ExitCode.USAGE
+            continue
+        kinds = {step.product for spec in workload.producers for step in spec.steps}
+        kinds |= {op.product for spec in workload.consumers for s in spec.sessions for op in s}
+        outcome = simulate(workload)
+        click.echo(
+            f"{config}: {len(workload.producers)} producers, {len(workload.consumers)} consumers, "
+            f"{len(kinds)} products, {workload.sessions} sessions, "
+            f"{workload.products_to_buy} products to buy, queue size "
+            f"{workload.queue_size_per_producer}"
+        )
+        if outcome.deadlock is not None:
+            for line in outcome.deadlock.explain():
+                click.echo(f"{config}: {line}")
+            if worst == ExitCode.OK:
+                worst = ExitCode.DEADLOCK
+        else:
+            click.echo(f"{config}: ideal makespan {outcome.makespan:.3f} s")
+    sys.exit(worst)
 
 
 def main() -> None:

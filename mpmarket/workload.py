@@ -449,6 +449,7 @@ def generate(
     queue_size: int = DEFAULT_QUEUE_SIZE,
     make_time: float = 0.004,
     wait_time: float = 0.01,
+    kinds: int | None = None,
 ) -> Workload:
     """A random workload, reproducible from ``seed``, that cannot deadlock.
 
@@ -457,24 +458,30 @@ def generate(
     a single kind (one per kind in play): a single-kind producer with full
     slots has its whole queue on sale for whoever waits on that kind. Other
     producers make mixes of those kinds, and consumers only want kinds in play.
-    Removes never exceed what the session holds.
+    Removes never exceed what the session holds. ``kinds`` (default: one per
+    producer, up to eight) leaves producers beyond the first ``kinds`` making
+    mixes only: any of them can die without starving anyone.
     """
     if producers < 1 or consumers < 0 or sessions < 0 or queue_size < 1:
         raise WorkloadError(
             "<generated>", "producers/consumers/sessions/queue-size", "at least 1/0/0/1"
         )
     rng = random.Random(seed)
-    kinds = list(CATALOG[: min(producers, len(CATALOG))])
+    if kinds is not None and not 1 <= kinds <= min(producers, len(CATALOG)):
+        raise WorkloadError(
+            "<generated>", "kinds", f"from 1 to {min(producers, len(CATALOG))}", str(kinds)
+        )
+    in_play = list(CATALOG[: kinds if kinds is not None else min(producers, len(CATALOG))])
 
     def times(base: float) -> float:
         return round(base * rng.uniform(0.5, 1.5), 6)
 
     producer_specs = []
     for index in range(producers):
-        if index < len(kinds):
-            made = [kinds[index]]
+        if index < len(in_play):
+            made = [in_play[index]]
         else:
-            made = rng.sample(kinds, rng.randint(1, min(3, len(kinds))))
+            made = rng.sample(in_play, rng.randint(1, min(3, len(in_play))))
         steps = tuple(ProductionStep(p, rng.randint(1, 3), times(make_time)) for p in made)
         producer_specs.append(ProducerSpec(f"prod{index + 1}", steps, times(wait_time)))
 
@@ -492,7 +499,7 @@ def generate(
                     held = +held
                     ops.append(Op("remove", product, quantity))
                 else:
-                    product = rng.choice(kinds)
+                    product = rng.choice(in_play)
                     quantity = rng.randint(1, 3)
                     held[product] += quantity
                     ops.append(Op("add", product, quantity))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +28,16 @@ def _stray_children() -> list[psutil.Process]:
         if not any(helper in cmdline for helper in _HELPERS):
             strays.append(child)
     return strays
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (long stress runs) run only with MPMARKET_SLOW=1."""
+    if os.environ.get("MPMARKET_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set MPMARKET_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
