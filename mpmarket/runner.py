@@ -120,8 +120,11 @@ def default_stall_timeout(workload: Workload) -> float:
 
 
 def default_start_method() -> str:
-    """fork where it exists (fast start-up of hundreds of agents), else spawn."""
+    """$MPMARKET_START_METHOD, else fork where it exists (fast start-up), else spawn."""
     methods = multiprocessing.get_all_start_methods()
+    chosen = os.environ.get("MPMARKET_START_METHOD")
+    if chosen in methods and chosen in START_METHODS:
+        return chosen
     return "fork" if "fork" in methods else "spawn"
 
 
