@@ -1,17 +1,6 @@
 """The ``mpmarket`` command: parse, call, print. No logic a test would want.
 
-Exit codes (the same for every command):
-
-\b
-  0    success (serve: stopped by Ctrl-C or SIGTERM)
-  1    the run failed: an agent died or reported an error, or an invariant broke
-       (serve: cannot listen on its address)
-  2    bad usage, a bad workload or a bad authkey (one line names what is wrong)
-  3    the workload deadlocks: simulate predicts it can never finish, or a run
-       stalled (no consumer made progress for --stall-timeout seconds)
-  4    the market cannot be reached, refused the authkey, runs another version,
-       or died during the run
-  130  interrupted (Ctrl-C or SIGTERM)
+Each command's help ends with the exit codes of ``mpmarket.exitcodes``.
 """
 
 from __future__ import annotations
@@ -24,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +22,10 @@ from rich.live import Live
 
 from mpmarket import __version__
 from mpmarket.authkey import ENV_VAR, Authkey, load_authkey
+from mpmarket.cli_bench import bench
 from mpmarket.errors import AuthkeyError, MarketUnavailableError, MpmarketError, WorkloadError
+from mpmarket.exitcodes import EPILOG, ExitCode
+from mpmarket.exitcodes import fail as _fail
 from mpmarket.html_report import render_html
 from mpmarket.live import LiveView
 from mpmarket.marketplace import Marketplace
@@ -46,7 +37,6 @@ from mpmarket.runner import (
     AgentDeath,
     LocalRun,
     RunObserver,
-    RunReport,
     default_start_method,
     pick_agents,
 )
@@ -79,28 +69,6 @@ from mpmarket.workload import (
 )
 
 __all__ = ["ExitCode", "main"]
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    RUN_FAILED = 1
-    USAGE = 2
-    DEADLOCK = 3
-    UNREACHABLE = 4
-    INTERRUPTED = 130
-
-    @classmethod
-    def of(cls, report: RunReport) -> ExitCode:
-        """The exit code of a run, the gravest reason first."""
-        if report.interrupted:
-            return cls.INTERRUPTED
-        if report.attach_failed or report.market_lost:
-            return cls.UNREACHABLE
-        if report.stall:
-            return cls.DEADLOCK
-        if report.failures or report.deaths or report.violations:
-            return cls.RUN_FAILED
-        return cls.OK
 
 
 # serve's live view samples the market this often on a terminal (one
@@ -206,11 +174,6 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _fail(console: Console, message: str, code: ExitCode) -> None:
-    console.print(f"[bold red]mpmarket: error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(code)
-
-
 def _load_key(console: Console, key_file: Path | None, *, create: bool = False) -> Authkey:
     try:
         return load_authkey(key_file, create=create)[0]
@@ -287,7 +250,7 @@ def _workload(
     return workload
 
 
-@cli.command(epilog=__doc__.split("\n", 2)[2])
+@cli.command(epilog=EPILOG)
 @workload_options
 @click.option(
     "--start-method",
@@ -476,7 +439,7 @@ def run(
     sys.exit(code)
 
 
-@cli.command(name="simulate", epilog=__doc__.split("\n", 2)[2])
+@cli.command(name="simulate", epilog=EPILOG)
 @workload_options
 @click.option(
     "--poll", is_flag=True, help="Also simulate the classic design whose waits are sleeps."
@@ -517,7 +480,7 @@ def simulate_command(
     sys.exit(ExitCode.DEADLOCK if ideal.deadlock else ExitCode.OK)
 
 
-@cli.command(epilog=__doc__.split("\n", 2)[2])
+@cli.command(epilog=EPILOG)
 @click.option(
     "--listen",
     type=ADDRESS,
@@ -655,7 +618,7 @@ def _watch(console: Console, served: ServedMarket, address: str, started: float)
             console.print(f"mpmarket: {line}", highlight=False, soft_wrap=True)
 
 
-@cli.command(epilog=__doc__.split("\n", 2)[2])
+@cli.command(epilog=EPILOG)
 @click.option(
     "--connect",
     type=ADDRESS,
@@ -696,7 +659,7 @@ def status(
         Console().print(format_status(address, snapshot, agents))
 
 
-@cli.command(epilog=__doc__.split("\n", 2)[2])
+@cli.command(epilog=EPILOG)
 @click.option(
     "--producers",
     "-p",
@@ -840,7 +803,7 @@ def stress(
     sys.exit(code)
 
 
-@cli.command(epilog=__doc__.split("\n", 2)[2])
+@cli.command(epilog=EPILOG)
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--producers",
@@ -940,7 +903,7 @@ def gen(
     )
 
 
-@cli.command(epilog=__doc__.split("\n", 2)[2])
+@cli.command(epilog=EPILOG)
 @click.argument("configs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def validate(configs: tuple[Path, ...]) -> None:
     """Check workload files and say what each holds, or what is wrong.
@@ -979,6 +942,9 @@ def validate(configs: tuple[Path, ...]) -> None:
         else:
             click.echo(f"{config}: ideal makespan {outcome.makespan:.3f} s")
     sys.exit(worst)
+
+
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""How a child process notices that the process that started it has died.
+"""Process lifetimes: children that notice their run died, and bounded stops.
 
 A run's server and agents must not outlive the run, even when it is killed
 with SIGKILL and cannot clean up. Under ``fork`` and ``spawn`` the run is the
@@ -10,8 +10,12 @@ died) and the run's pid.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
+from multiprocessing import connection
+from multiprocessing.process import BaseProcess
 
-__all__ = ["Lifeline"]
+__all__ = ["Lifeline", "join_all", "stop_processes"]
 
 
 class Lifeline:
@@ -31,3 +35,28 @@ class Lifeline:
         except PermissionError:
             pass  # it exists, owned by someone else
         return True
+
+
+def join_all(processes: Sequence[BaseProcess], timeout: float) -> None:
+    """Wait until every process has exited or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in processes if p.exitcode is None]
+    while alive:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        connection.wait([p.sentinel for p in alive], remaining)
+        alive = [p for p in alive if p.exitcode is None]
+
+
+def stop_processes(processes: Sequence[BaseProcess], grace: float, step: float) -> None:
+    """Escalate, every step bounded: wait ``grace``, terminate, wait ``step``, kill."""
+    join_all(processes, grace)
+    for process in processes:
+        if process.exitcode is None:
+            process.terminate()
+    join_all(processes, step)
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+    join_all(processes, step)

@@ -62,7 +62,7 @@ from mpmarket.errors import (
     RunError,
     StallError,
 )
-from mpmarket.lifeline import Lifeline
+from mpmarket.lifeline import Lifeline, join_all, stop_processes
 from mpmarket.marketplace import MarketBooks
 from mpmarket.products import Product
 from mpmarket.server import (
@@ -635,16 +635,8 @@ class LocalRun:
                 pass
         self._stop.set()
         self._start.set()  # agents still at the barrier see the stop
-        processes = [agent.process for agent in self._agents]
         self._drain(STOP_GRACE if own_market else STOP_GRACE + WAIT_PER_TRY)
-        for process in processes:
-            if process.exitcode is None:
-                process.terminate()
-        _join_all(processes, TERMINATE_GRACE)
-        for process in processes:
-            if process.exitcode is None:
-                process.kill()
-        _join_all(processes, TERMINATE_GRACE)
+        stop_processes([agent.process for agent in self._agents], 0.0, TERMINATE_GRACE)
         for agent in self._agents:
             agent.channel.close()
         if self._market is not None:
@@ -658,7 +650,7 @@ class LocalRun:
         for agent in self._agents:
             if agent.process.exitcode is None:
                 agent.process.kill()
-        _join_all([agent.process for agent in self._agents], TERMINATE_GRACE)
+        join_all([agent.process for agent in self._agents], TERMINATE_GRACE)
         if self._manager is not None and self._manager._process.exitcode is None:
             self._manager._process.kill()
             self._manager._process.join(TERMINATE_GRACE)
@@ -698,15 +690,3 @@ def _how_it_ended(process: BaseProcess | None) -> str:
     if code is None:
         return "stopped answering"
     return f"exited with code {code}"
-
-
-def _join_all(processes: list[BaseProcess], timeout: float) -> None:
-    """Wait until every process has exited or ``timeout`` has passed."""
-    deadline = time.monotonic() + timeout
-    alive = [p for p in processes if p.exitcode is None]
-    while alive:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        connection.wait([p.sentinel for p in alive], remaining)
-        alive = [p for p in alive if p.exitcode is None]

@@ -1,0 +1,422 @@
+"""The bench commands, end to end with tiny sizes: real processes, real servers.
+
+Machines are shared and noisy, so no timing is asserted beyond "positive";
+what is asserted is the JSON schema and that the counts agree with each other.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from click.testing import CliRunner, Result
+
+from mpmarket import bench as measure
+from mpmarket.cli_bench import bench
+
+TOP_KEYS = {"benchmark", "version", "machine", "repeat", "params", "floor", "cases"}
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    yield
+    me = psutil.Process()
+    deadline = time.monotonic() + 1.0
+    children = me.children(recursive=True)
+    while children and time.monotonic() < deadline:
+        time.sleep(0.05)
+        children = me.children(recursive=True)
+    for child in children:
+        child.kill()
+    assert not children, f"processes left behind: {children}"
+
+
+def invoke(tmp_path: Path, *args: str) -> tuple[Result, dict[str, Any]]:
+    path = tmp_path / "bench.json"
+    result = CliRunner().invoke(bench, [*args, "--json", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # tables and progress go to stderr
+    return result, json.loads(path.read_text())
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_case(case: dict[str, Any], figures: set[str]) -> None:
+    assert set(case) == {"case", "figures", "checks"}
+    assert isinstance(case["case"], str)
+    assert set(case["figures"]) == figures
+    for name, stat in case["figures"].items():
+        if stat is None:
+            continue
+        assert set(stat) == {"median", "min", "max"}, name
+        assert all(is_number(v) for v in stat.values()), name
+        assert stat["min"] <= stat["median"] <= stat["max"], name
+    assert all(isinstance(ok, bool) for ok in case["checks"].values())
+    assert all(case["checks"].values()), case["checks"]
+
+
+def check_schema(data: dict[str, Any], benchmark: str, repeat: int) -> dict[str, dict]:
+    """Check the common keys; return the cases by name."""
+    assert set(data) == TOP_KEYS
+    assert data["benchmark"] == benchmark
+    assert data["version"] == 1
+    assert data["repeat"] == repeat
+    machine = data["machine"]
+    assert set(machine) == {"cpu_count", "python", "platform"}
+    assert isinstance(machine["cpu_count"], int) and machine["cpu_count"] >= 1
+    assert isinstance(machine["python"], str) and isinstance(machine["platform"], str)
+    assert isinstance(data["params"], dict)
+    assert isinstance(data["cases"], list) and data["cases"]
+    return {case["case"]: case for case in data["cases"]}
+
+
+def median(case: dict[str, Any], figure: str) -> float:
+    return case["figures"][figure]["median"]
+
+
+FLOOR_FIGURES = {"calls_per_s", "rt_us"}
+
+
+def test_floor(tmp_path: Path) -> None:
+    result, data = invoke(tmp_path, "floor", "--clients", "1,2", "--calls", "300", "--repeat", "2")
+    cases = check_schema(data, "floor", 2)
+    assert list(cases) == ["1 client", "2 clients"]
+    assert data["floor"] is None
+    assert data["params"] == {"clients": [1, 2], "calls": 300}
+    for case in cases.values():
+        check_case(case, FLOOR_FIGURES)
+        assert median(case, "calls_per_s") > 0
+        assert median(case, "rt_us") > 0
+    assert "mpmarket bench floor" in result.stderr
+
+
+CHURN_FIGURES = {
+    "bought",
+    "calls",
+    "published",
+    "bought_per_s",
+    "calls_per_s",
+    "rt_per_product",
+    "bought_vs_floor",
+}
+
+
+def test_churn(tmp_path: Path) -> None:
+    _, data = invoke(
+        tmp_path,
+        "churn",
+        "--sizes",
+        "1x1,2x2",
+        "--duration",
+        "0.5",
+        "--floor-calls",
+        "200",
+        "--repeat",
+        "1",
+    )
+    cases = check_schema(data, "churn", 1)
+    assert list(cases) == ["1x1", "2x2"]
+    check_case(data["floor"], FLOOR_FIGURES)
+    assert data["floor"]["case"] == "8 clients"
+    floor_calls_per_s = median(data["floor"], "calls_per_s")
+    for case in cases.values():
+        check_case(case, CHURN_FIGURES)
+        assert set(case["checks"]) == {
+            "bought_matches_books",
+            "published_matches_books",
+            "balanced",
+        }
+        bought, calls = median(case, "bought"), median(case, "calls")
+        assert bought > 0
+        # At least a publish per product bought, and the adds and orders on top.
+        assert calls > bought
+        assert median(case, "published") >= bought
+        assert median(case, "rt_per_product") == pytest.approx(calls / bought)
+        # The window is at least --duration long.
+        assert 0 < median(case, "bought_per_s") <= bought / 0.5
+        assert median(case, "bought_vs_floor") == pytest.approx(
+            median(case, "bought_per_s") / floor_calls_per_s
+        )
+
+
+def test_churn_with_one_size(tmp_path: Path) -> None:
+    _, data = invoke(
+        tmp_path,
+        "churn",
+        "-P",
+        "2",
+        "-C",
+        "3",
+        "--duration",
+        "0.3",
+        "--add-wait-ms",
+        "2",
+        "--floor-calls",
+        "100",
+        "--repeat",
+        "1",
+    )
+    assert [case["case"] for case in data["cases"]] == ["2x3"]
+    assert data["params"]["sizes"] == ["2x3"]
+    assert data["params"]["add_wait_s"] == pytest.approx(0.002)
+
+
+LATENCY_FIGURES = {
+    "samples",
+    "late",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "rt_us",
+    "p50_vs_rt",
+    "p99_vs_rt",
+}
+
+
+def test_latency(tmp_path: Path) -> None:
+    _, data = invoke(
+        tmp_path,
+        "latency",
+        "--consumers",
+        "1,3",
+        "--samples",
+        "50",
+        "--floor-calls",
+        "200",
+        "--repeat",
+        "1",
+    )
+    cases = check_schema(data, "latency", 1)
+    assert list(cases) == ["1 consumer", "3 consumers"]
+    check_case(data["floor"], FLOOR_FIGURES)
+    rt = median(data["floor"], "rt_us")
+    for case in cases.values():
+        check_case(case, LATENCY_FIGURES)
+        assert median(case, "samples") == 50
+        assert 0 <= median(case, "late") <= 50
+        assert 0 < median(case, "p50_us") <= median(case, "p90_us") <= median(case, "p99_us")
+        assert median(case, "rt_us") == rt
+        assert median(case, "p50_vs_rt") == pytest.approx(median(case, "p50_us") / rt)
+        assert median(case, "p99_vs_rt") == pytest.approx(median(case, "p99_us") / rt)
+
+
+def test_scale(tmp_path: Path) -> None:
+    _, data = invoke(
+        tmp_path,
+        "scale",
+        "--agents",
+        "8",
+        "--churn-seconds",
+        "0.5",
+        "--churn-size",
+        "1x2",
+        "--repeat",
+        "2",
+    )
+    cases = check_schema(data, "scale", 2)
+    assert list(cases) == ["8 agents", "churn 1x2"]
+    run = cases["8 agents"]
+    check_case(
+        run,
+        {
+            "agents",
+            "startup_s",
+            "wall_s",
+            "server_rss_mb",
+            "agent_rss_mb",
+            "agent_pss_mb",
+            "agent_pss_max_mb",
+            "agents_sampled",
+        },
+    )
+    assert set(run["checks"]) == {"ok", "bought_all"}
+    assert median(run, "agents") == 8
+    assert 1 <= median(run, "agents_sampled") <= 8
+    assert 0 < median(run, "startup_s") < median(run, "wall_s")
+    assert median(run, "server_rss_mb") > 0
+    assert median(run, "agent_rss_mb") > 0
+    if data["params"]["pss_available"]:
+        assert 0 < median(run, "agent_pss_mb") <= median(run, "agent_pss_max_mb")
+    else:
+        assert run["figures"]["agent_pss_mb"] is None
+    leak = cases["churn 1x2"]
+    check_case(
+        leak,
+        {
+            "seconds",
+            "bought_per_s",
+            "server_rss_start_mb",
+            "server_rss_end_mb",
+            "server_rss_growth_mb",
+        },
+    )
+    assert median(leak, "seconds") >= 0.5
+    assert median(leak, "server_rss_start_mb") > 0
+    stats = leak["figures"]
+    growth = [
+        stats["server_rss_end_mb"][k] - stats["server_rss_start_mb"][k] for k in ("min", "max")
+    ]
+    assert min(growth) - 1e-9 <= stats["server_rss_growth_mb"]["median"] <= max(growth) + 1e-9
+
+
+TINY_COURSE = {
+    "products": {
+        "id1": {"product_type": "Tea", "name": "Linden", "type": "Herbal", "price": 9},
+        "id2": {
+            "product_type": "Coffee",
+            "name": "Arabica",
+            "acidity": 5.02,
+            "roast_level": "LIGHT",
+            "price": 3,
+        },
+    },
+    "producers": [
+        {
+            "name": "p1",
+            "products": [["id1", 2, 0.001], ["id2", 1, 0.002]],
+            "republish_wait_time": 0.01,
+        }
+    ],
+    "consumers": [
+        {
+            "name": "c1",
+            "retry_wait_time": 0.01,
+            "carts": [
+                [
+                    {"type": "add", "product": "id1", "quantity": 2},
+                    {"type": "add", "product": "id2", "quantity": 1},
+                    {"type": "remove", "product": "id1", "quantity": 1},
+                ],
+                [{"type": "add", "product": "id2", "quantity": 2}],
+            ],
+        }
+    ],
+    "marketplace": {"queue_size_per_producer": 15},
+}
+
+COURSE_FIGURES = {
+    "agents",
+    "bought",
+    "wall_s",
+    "startup_s",
+    "market_s",
+    "ideal_s",
+    "market_vs_ideal",
+    "wall_vs_ideal",
+}
+
+
+@pytest.fixture
+def course_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    (folder / "tiny.in").write_text(json.dumps(TINY_COURSE))
+    (folder / "tiny.ref.out").write_text("not a case: only *.in files are run\n")
+    return folder
+
+
+def test_course_without_simulator(
+    tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mpmarket.simulate", None)  # import raises ImportError
+    result, data = invoke(tmp_path, "course", str(course_dir), "--repeat", "1")
+    cases = check_schema(data, "course", 1)
+    assert list(cases) == ["tiny", "total"]
+    assert data["params"]["ideal_available"] is False
+    for case in cases.values():
+        check_case(case, COURSE_FIGURES)
+        assert set(case["checks"]) == {"ok", "correct", "deadlock_free"}
+        assert median(case, "agents") == 2
+        assert median(case, "bought") == 4  # 2 + 1 - 1, then 2
+        assert 0 < median(case, "startup_s") < median(case, "wall_s")
+        assert 0 < median(case, "market_s") < median(case, "wall_s")
+        for figure in ("ideal_s", "market_vs_ideal", "wall_vs_ideal"):
+            assert case["figures"][figure] is None
+    assert "n/a" in result.stderr
+
+
+def test_course_with_simulator(
+    tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = types.ModuleType("mpmarket.simulate")
+    fake.simulate = lambda workload, *, poll=False: types.SimpleNamespace(makespan=0.25)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mpmarket.simulate", fake)
+    _, data = invoke(tmp_path, "course", str(course_dir), "--repeat", "1")
+    cases = check_schema(data, "course", 1)
+    assert data["params"]["ideal_available"] is True
+    for case in cases.values():
+        check_case(case, COURSE_FIGURES)
+        assert median(case, "ideal_s") == 0.25
+        assert median(case, "market_vs_ideal") == pytest.approx(median(case, "market_s") / 0.25)
+        assert median(case, "wall_vs_ideal") == pytest.approx(median(case, "wall_s") / 0.25)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["churn", "--sizes", "4"], "PRODUCERSxCONSUMERS"),
+        (["churn", "--sizes", "0x2"], "at least one producer"),
+        (["churn", "-P", "2"], "both -P and -C"),
+        (["floor", "--clients", "1,x"], "comma-separated"),
+        (["latency", "--consumers", "0"], "at least 1"),
+        (["scale", "--churn-size", "1x1,2x2"], "one size"),
+        (["floor", "--repeat", "0"], "--repeat"),
+    ],
+)
+def test_bad_usage(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_course_without_cases(tmp_path: Path) -> None:
+    result = CliRunner().invoke(bench, ["course", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "course cases (*.in)" in result.stderr
+
+
+def test_percentile() -> None:
+    assert measure.percentile([3, 1, 2], 50) == 2
+    assert measure.percentile([1, 2, 3, 4], 50) == 2.5
+    assert measure.percentile([5], 99) == 5
+    assert measure.percentile(list(range(101)), 90) == 90
+    with pytest.raises(ValueError):
+        measure.percentile([], 50)
+
+
+def test_parse_sizes() -> None:
+    assert measure.parse_sizes("1x1, 4X8,16x32") == [(1, 1), (4, 8), (16, 32)]
+    for bad in ("", "4", "4x", "ax2", "1x0", "-1x2"):
+        with pytest.raises(ValueError):
+            measure.parse_sizes(bad)
+
+
+def test_stat_of() -> None:
+    assert measure.Stat.of([3.0, None, 1.0, 2.0]) == measure.Stat(2.0, 1.0, 3.0)
+    assert measure.Stat.of([None, None]) is None
+
+
+def test_course_skips_a_deadlocked_case(
+    tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = types.ModuleType("mpmarket.simulate")
+    fake.simulate = lambda workload, *, poll=False: types.SimpleNamespace(makespan=None)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mpmarket.simulate", fake)
+    path = tmp_path / "bench.json"
+    result = CliRunner().invoke(bench, ["course", str(course_dir), "--json", str(path)])
+    assert result.exit_code == 1
+    assert "deadlock_free" in result.stderr
+    cases = check_schema(json.loads(path.read_text()), "course", 3)
+    tiny = cases["tiny"]
+    assert tiny["checks"] == {"ok": False, "correct": False, "deadlock_free": False}
+    assert median(tiny, "agents") == 2
+    assert all(tiny["figures"][name] is None for name in COURSE_FIGURES - {"agents"})
