@@ -20,10 +20,42 @@ __all__ = ["PRODUCT_TYPES", "Coffee", "Product", "Tea", "product_from_spec"]
 
 @dataclass(frozen=True)
 class Product:
-    """Anything with a name and a price."""
+    """Anything with a name and a price.
+
+    Products are dictionary keys on every market operation, and cross a
+    process boundary in every call, so equality and hashing use a tuple of the
+    fields computed once, and a product pickles as its class and fields (the
+    cached hash never travels: string hashes differ between processes).
+    """
 
     name: str
     price: int | float
+
+    def __post_init__(self) -> None:
+        key = tuple(self.__dict__.values())  # the fields, in order: nothing else yet
+        object.__setattr__(self, "_key", key)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_hash")
+        if cached is None:  # computed on first use: a field may be unhashable
+            cached = hash(self._fields())
+            object.__setattr__(self, "_hash", cached)
+        return cached  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> tuple[type[Product], tuple[object, ...]]:
+        return (self.__class__, self._fields())
+
+    def _fields(self) -> tuple[object, ...]:
+        """The fields as a tuple; also for one built without __init__ (a raw pickle)."""
+        key = self.__dict__.get("_key")
+        if key is None:
+            key = tuple(getattr(self, field.name) for field in fields(self))
+        return key  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -32,6 +64,9 @@ class Tea(Product):
 
     type: str
 
+    __eq__ = Product.__eq__  # keep the cached ones: dataclass would write its own
+    __hash__ = Product.__hash__
+
 
 @dataclass(frozen=True)
 class Coffee(Product):
@@ -39,6 +74,9 @@ class Coffee(Product):
 
     acidity: int | float
     roast_level: str
+
+    __eq__ = Product.__eq__
+    __hash__ = Product.__hash__
 
 
 PRODUCT_TYPES: dict[str, type[Product]] = {

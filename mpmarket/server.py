@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pickle
 import secrets
 import socket
 import struct
@@ -174,6 +175,20 @@ class AgentInfo:
     attached_s: float  # seconds since its hello, when asked
 
 
+class _FastConnection(connection.Connection):
+    """A Connection that pickles with plain ``pickle.dumps``.
+
+    The stock one builds a ForkingPickler (with its reducers for sockets and
+    connections, which market messages never hold) for every message: about
+    1.3 us a message against 0.15 us, on both ends of every call.
+    """
+
+    def send(self, obj: Any) -> None:
+        self._check_closed()
+        self._check_writable()
+        self._send_bytes(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+
 # -- the server side -----------------------------------------------------------
 
 _hosted_market: Marketplace | None = None
@@ -298,6 +313,7 @@ class _MarketServer(managers.Server):
         self.id_to_obj[SESSION_IDENT] = (self.session, set(SESSION_EXPOSED), None)
 
     def serve_client(self, conn: connection.Connection) -> None:
+        conn.__class__ = _FastConnection  # accepted as a stock Connection
         self.session.opened(_peer_of(conn))
         try:
             super().serve_client(conn)
@@ -410,7 +426,7 @@ def _open_connection(address: Address, authkey: bytes, deadline: float) -> conne
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         fd = sock.detach()
         _set_receive_timeout(fd, HANDSHAKE_TIMEOUT)
-        conn = connection.Connection(fd)
+        conn = _FastConnection(fd)
         try:
             connection.answer_challenge(conn, authkey)
             connection.deliver_challenge(conn, authkey)

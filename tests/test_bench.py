@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import types
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from click.testing import CliRunner, Result
 
@@ -23,18 +21,7 @@ from mpmarket.cli_bench import bench
 TOP_KEYS = {"benchmark", "version", "machine", "repeat", "params", "floor", "cases"}
 
 
-@pytest.fixture(autouse=True)
-def no_process_left_behind():
-    yield
-    me = psutil.Process()
-    deadline = time.monotonic() + 1.0
-    children = me.children(recursive=True)
-    while children and time.monotonic() < deadline:
-        time.sleep(0.05)
-        children = me.children(recursive=True)
-    for child in children:
-        child.kill()
-    assert not children, f"processes left behind: {children}"
+# tests/conftest.py fails (and reaps) any test that leaves a process behind.
 
 
 def invoke(tmp_path: Path, *args: str) -> tuple[Result, dict[str, Any]]:
