@@ -37,6 +37,7 @@ from mpmarket.runner import (
     AgentDeath,
     LocalRun,
     RunObserver,
+    RunReport,
     default_start_method,
     pick_agents,
 )
@@ -138,6 +139,41 @@ def connect_timeout_option(command: Callable[..., None]) -> Callable[..., None]:
 _WORKER_KEY_HELP = (
     f"File holding the market's authkey (else ${ENV_VAR}, else the default file that serve writes)."
 )
+
+
+# Options that several commands share, defined once.
+start_method_option = click.option(
+    "--start-method",
+    type=click.Choice(START_METHODS),
+    default=default_start_method(),
+    show_default=True,
+    help="How agent processes are started (env MPMARKET_START_METHOD).",
+)
+json_option = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JSON report to this file (its schema is in the README).",
+)
+html_option = click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a self-contained HTML report with charts to this file.",
+)
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No live view and no summary on stderr."
+)
+
+
+def _write_reports(
+    document: dict[str, Any], report: RunReport, json_path: Path | None, html_path: Path | None
+) -> None:
+    """The --json and --html files of a run."""
+    if json_path is not None:
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
+    if html_path is not None and report.timeline is not None:
+        html_path.write_text(render_html(document, report.timeline))
 
 
 class _PrintingObserver(RunObserver):
@@ -252,31 +288,15 @@ def _workload(
 
 @cli.command(epilog=EPILOG)
 @workload_options
-@click.option(
-    "--start-method",
-    type=click.Choice(START_METHODS),
-    default=default_start_method(),
-    show_default=True,
-    help="How agent processes are started.",
-)
+@start_method_option
 @click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Log every market operation to this rotating file.",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a JSON report of the run to this file.",
-)
-@click.option(
-    "--html",
-    "html_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a self-contained HTML report with charts of the run to this file.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No live view and no summary on stderr.")
+@json_option
+@html_option
+@quiet_option
 @click.option(
     "--connect",
     type=ADDRESS,
@@ -425,11 +445,7 @@ def run(
     ideal = simulate(workload).makespan if connect is None else None
     if not quiet and not report.attach_failed:
         console.print(format_summary(report, ideal))
-    document = report_to_json(report, code, ideal)
-    if json_path is not None:
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
-    if html_path is not None and report.timeline is not None:
-        html_path.write_text(render_html(document, report.timeline))
+    _write_reports(report_to_json(report, code, ideal), report, json_path, html_path)
     for failure in [*report.failures, *report.violations]:
         console.print(f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True)
     for line in report.stall:
@@ -505,7 +521,7 @@ def simulate_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Log every market operation to this rotating file.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No live view and no summary on stderr.")
+@quiet_option
 def serve(
     listen: Address,
     queue_size: int,
@@ -701,26 +717,10 @@ def status(
     show_default=True,
     help="Producers to SIGKILL at random times (never the last maker of a product).",
 )
-@click.option(
-    "--start-method",
-    type=click.Choice(START_METHODS),
-    default=default_start_method(),
-    show_default=True,
-    help="How agent processes are started.",
-)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a JSON report to this file.",
-)
-@click.option(
-    "--html",
-    "html_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write an HTML report with charts to this file.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No live view and no summary on stderr.")
+@start_method_option
+@json_option
+@html_option
+@quiet_option
 def stress(
     producers: int,
     consumers: int,
@@ -786,10 +786,7 @@ def stress(
             "ok": result.ok,
         }
     }
-    if json_path is not None:
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
-    if html_path is not None and report.timeline is not None:
-        html_path.write_text(render_html(document, report.timeline))
+    _write_reports(document, report, json_path, html_path)
     for problem in result.problems:
         console.print(
             f"[bold red]mpmarket: violation:[/] {problem}", highlight=False, soft_wrap=True
