@@ -42,6 +42,7 @@ from mpmarket.runner import (
     pick_agents,
 )
 from mpmarket.server import (
+    CART_LEASE_S,
     DEFAULT_PORT,
     Address,
     ServedMarket,
@@ -521,12 +522,22 @@ def simulate_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Log every market operation to this rotating file.",
 )
+@click.option(
+    "--cart-lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=CART_LEASE_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give back the cart of a consumer that holds products and made no call this long "
+    "(a vanished or frozen worker).",
+)
 @quiet_option
 def serve(
     listen: Address,
     queue_size: int,
     authkey_file: Path | None,
     log_file: Path | None,
+    cart_lease: float,
     quiet: bool,
 ) -> None:
     """Serve a market for workers of this and other machines, until Ctrl-C.
@@ -564,7 +575,7 @@ def serve(
     logger = operation_logger(log_file) if log_file else None
     market = Marketplace(queue_size, logger=logger)
     try:
-        served = ServedMarket(market, listen, key.secret)
+        served = ServedMarket(market, listen, key.secret, cart_lease_s=cart_lease)
     except OSError as error:
         reason = (error.strerror or str(error)).lower()
         _fail(console, f"cannot listen on {format_address(listen)}: {reason}", ExitCode.RUN_FAILED)
@@ -664,13 +675,13 @@ def status(
         market = attach(
             connect, key.secret, timeout=connect_timeout, role="status", name="mpmarket status"
         )
-        snapshot, agents = market.snapshot(), market.agents()
+        snapshot, agents, problems = market.snapshot(), market.agents(), market.audit()
         market.disconnect()
     except MarketUnavailableError as error:
         _fail(console, str(error), ExitCode.UNREACHABLE)
     address = format_address(connect)
     if as_json:
-        click.echo(json.dumps(status_to_json(address, snapshot, agents), indent=2))
+        click.echo(json.dumps(status_to_json(address, snapshot, agents, problems), indent=2))
     else:
         Console().print(format_status(address, snapshot, agents))
 

@@ -327,6 +327,15 @@ class _MarketServer(managers.Server):
 SERVE_DRAIN_GRACE = 3.0
 
 
+# The lease of a remote consumer's cart: a cart that holds units and sees no
+# call for this long is taken for the cart of a vanished consumer, and its
+# units go back on sale. A live consumer is always in a call or microseconds
+# from its next one, so only a dead, frozen or cut-off one comes near it.
+CART_LEASE_S = 30.0
+# How often the lease is checked.
+LEASE_CHECK_S = 1.0
+
+
 class ServedMarket:
     """A market served on threads of this process: ``mpmarket serve``.
 
@@ -334,11 +343,24 @@ class ServedMarket:
     closes the market, lets attached clients see it and leave, and the process
     then exits with them. The stock listener cannot be closed under its
     accepting thread (it would spin on the closed socket), so a ServedMarket
-    lives as long as its process.
+    lives as long as its process. A third daemon enforces the carts' lease
+    (``CART_LEASE_S``); ``released`` lists the carts it gave back.
     """
 
-    def __init__(self, market: Marketplace, address: Address, authkey: bytes) -> None:
+    def __init__(
+        self,
+        market: Marketplace,
+        address: Address,
+        authkey: bytes,
+        *,
+        cart_lease_s: float = CART_LEASE_S,
+    ) -> None:
         self.market = market
+        self.cart_lease_s = cart_lease_s
+        self.released: list[int] = []
+        self._lease_keeper = threading.Thread(
+            target=self._keep_leases, name="cart-lease", daemon=True
+        )
         self._server = _MarketServer(
             {}, address, authkey, "pickle", market=market, remote_shutdown=False
         )
@@ -349,6 +371,12 @@ class ServedMarket:
 
     def start(self) -> None:
         self._accepter.start()
+        self._lease_keeper.start()
+
+    def _keep_leases(self) -> None:
+        while not self.market.closed:
+            time.sleep(min(LEASE_CHECK_S, self.cart_lease_s))
+            self.released += self.market.expire_idle_carts(self.cart_lease_s)
 
     def agents(self) -> tuple[AgentInfo, ...]:
         return self._server.session.agents()

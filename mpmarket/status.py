@@ -97,7 +97,10 @@ def format_status(address: str, snapshot: MarketSnapshot, agents: tuple[AgentInf
 
 
 def status_to_json(
-    address: str, snapshot: MarketSnapshot, agents: tuple[AgentInfo, ...]
+    address: str,
+    snapshot: MarketSnapshot,
+    agents: tuple[AgentInfo, ...],
+    problems: list[str] | None = None,
 ) -> dict[str, Any]:
     """``mpmarket status --json``: versioned, plain data (products as reprs)."""
     return {
@@ -121,6 +124,15 @@ def status_to_json(
         "waiting_consumers": snapshot.waiting_consumers,
         "waiting_producers": snapshot.waiting_producers,
         "agents": [asdict(agent) for agent in agents],
+        "books": {
+            "published": snapshot.published,
+            "on_sale": snapshot.units_on_sale,
+            "in_carts": snapshot.units_in_carts,
+            "ordered": snapshot.ordered,
+            "balanced": snapshot.published
+            == snapshot.units_on_sale + snapshot.units_in_carts + snapshot.ordered,
+            "violations": problems or [],
+        },
     }
 
 

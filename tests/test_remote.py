@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -561,3 +564,64 @@ def test_shards_are_disjoint_and_cover_the_workload():
 )
 def test_loopback_detection(host, loopback):
     assert is_loopback(host) is loopback
+
+
+# -- the lease of remote carts ---------------------------------------------------
+
+FROZEN_CONSUMER = """
+import sys
+from mpmarket.errors import CartRevokedError
+from mpmarket.products import Tea
+from mpmarket.server import connect, parse_address
+
+market = connect(parse_address(sys.argv[1]), open(sys.argv[2]).read().strip().encode())
+producer = market.register_producer()
+cart = market.new_cart()
+for _ in range(3):
+    market.publish(producer, Tea("Linden", 9, "Herbal"))
+assert market.add_many(cart, Tea("Linden", 9, "Herbal"), 3) == 3
+print("holding", flush=True)
+sys.stdin.readline()  # frozen here (SIGSTOP) past the lease, then woken
+try:
+    market.place_order(cart)
+except CartRevokedError as error:
+    print(f"refused: {error}", flush=True)
+    sys.exit(3)
+print("sold twice", flush=True)
+"""
+
+
+def test_a_frozen_remote_consumer_loses_its_cart_and_cannot_buy_it_twice(tmp_path, key_file, env):
+    address = f"127.0.0.1:{free_port()}"
+    script = tmp_path / "frozen.py"
+    script.write_text(FROZEN_CONSUMER)
+    with mpmarket(
+        tmp_path, "serve", "serve", "--listen", address, "--authkey-file", key_file,
+        "--cart-lease", "1", "--quiet", env=env,
+    ) as server:  # fmt: skip
+        wait_for_start_line(server)
+        consumer = subprocess.Popen(
+            [sys.executable, str(script), address, str(key_file)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            assert consumer.stdout.readline().strip() == "holding"
+            consumer.send_signal(signal.SIGSTOP)
+            status = _wait_for_status(
+                address, key_file, env, lambda s: s["books"]["on_sale"] == 3, timeout=20
+            )
+            assert status["books"]["on_sale"] == 3 and status["books"]["in_carts"] == 0
+            assert status["books"]["balanced"] and status["books"]["violations"] == []
+            consumer.send_signal(signal.SIGCONT)
+            out, _ = consumer.communicate("go\n", timeout=20)
+            assert consumer.returncode == 3, out
+            assert "refused: cart 0 was released" in out
+        finally:
+            if consumer.poll() is None:
+                os.killpg(consumer.pid, signal.SIGKILL)
+                consumer.communicate()
+        assert server.stop() == 0, server.stderr
