@@ -11,14 +11,16 @@ below never sleep to poll. The only sleep is a producer's make time.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from mpmarket.marketplace import Market
 from mpmarket.products import Product
 from mpmarket.workload import ConsumerSpec, ProducerSpec
 
-__all__ = ["WAIT_PER_TRY", "StopSignal", "consume", "produce"]
+__all__ = ["QUICK_CALL_S", "WAIT_PER_TRY", "AgentStats", "StopSignal", "consume", "produce"]
 
 # The shortest per-try wait of a blocking call (the workload's retry and
 # republish times count when longer). The market wakes a waiter the moment it
@@ -29,6 +31,23 @@ __all__ = ["WAIT_PER_TRY", "StopSignal", "consume", "produce"]
 # 13.2 s against its simulated ideal of 11.6 s; with 2 s tries, 11.6 s. A
 # workload's wait of 0 (the classic design then spins) is covered too.
 WAIT_PER_TRY = 2.0
+
+
+# A blocking call that returns within this long did not wait: it found its
+# slot or its products at once (a round trip takes well under a millisecond).
+# Longer calls count as time blocked (producers) or waiting (consumers).
+QUICK_CALL_S = 0.002
+
+
+@dataclass
+class AgentStats:
+    """What an agent did, filled in as it goes, for the run's summary."""
+
+    published: int = 0  # producer: units published
+    blocked_s: float = 0.0  # producer: time in publish calls that met a full queue
+    sessions: int = 0  # consumer: sessions completed (orders placed)
+    bought: int = 0  # consumer: products in its orders
+    waiting_s: float = 0.0  # consumer: time in add calls that waited for products
 
 
 class StopSignal(Protocol):
@@ -47,30 +66,38 @@ def produce(
     spec: ProducerSpec,
     stop: StopSignal,
     ready: Callable[[int], None] = _no_op,
+    stats: AgentStats | None = None,
 ) -> int:
     """Register, call ``ready(producer_id)``, then cycle over the steps until ``stop``.
 
     Each unit is published (each try waiting in the market for a free slot,
     again and again while refused), then the make time is spent. Returns how many
-    units were published.
+    units were published; ``stats``, if given, is kept up to date.
     """
+    stats = stats if stats is not None else AgentStats()
     producer_id = market.register_producer()
     ready(producer_id)
     wait = max(spec.republish_wait_time, WAIT_PER_TRY)
-    published = 0
     if not any(step.quantity for step in spec.steps):
         stop.wait()
-        return published
+        return stats.published
     while not stop.is_set():
         for step in spec.steps:
             for _ in range(step.quantity):
-                while not market.publish(producer_id, step.product, wait):
+                while True:
+                    started = time.perf_counter()
+                    published = market.publish(producer_id, step.product, wait)
+                    took = time.perf_counter() - started
+                    if took > QUICK_CALL_S or not published:
+                        stats.blocked_s += took
+                    if published:
+                        break
                     if stop.is_set():
-                        return published
-                published += 1
+                        return stats.published
+                stats.published += 1
                 if step.make_time and stop.wait(step.make_time):
-                    return published
-    return published
+                    return stats.published
+    return stats.published
 
 
 def consume(
@@ -79,14 +106,17 @@ def consume(
     deliver: Callable[[str, list[Product]], None],
     stop: StopSignal,
     ready: Callable[[int], None] = _no_op,
+    stats: AgentStats | None = None,
 ) -> int:
     """Get a cart, call ``ready(cart_id)``, run every session and deliver each order.
 
     An add of ``quantity`` units is one call that waits in the market until
     they come (per try, ``WAIT_PER_TRY`` or the retry time if longer), tried
     again until all have come or ``stop`` is set.
-    Returns the number of sessions completed.
+    Returns the number of sessions completed; ``stats``, if given, is kept up
+    to date.
     """
+    stats = stats if stats is not None else AgentStats()
     cart_id = market.new_cart()
     ready(cart_id)
     wait = max(spec.retry_wait_time, WAIT_PER_TRY)
@@ -97,8 +127,15 @@ def consume(
                 continue
             added = 0
             while added < op.quantity:
+                started = time.perf_counter()
                 added += market.add_many(cart_id, op.product, op.quantity - added, wait)
+                took = time.perf_counter() - started
+                if took > QUICK_CALL_S or added < op.quantity:
+                    stats.waiting_s += took
                 if added < op.quantity and stop.is_set():
                     return number
-        deliver(spec.name, market.place_order(cart_id))
+        order = market.place_order(cart_id)
+        deliver(spec.name, order)
+        stats.sessions += 1
+        stats.bought += len(order)
     return len(spec.sessions)

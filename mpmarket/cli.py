@@ -31,7 +31,13 @@ from mpmarket.live import LiveView
 from mpmarket.marketplace import Marketplace
 from mpmarket.oplog import operation_logger
 from mpmarket.products import Product
-from mpmarket.report import format_simulation, format_summary, report_to_json, result_lines
+from mpmarket.report import (
+    format_agents,
+    format_simulation,
+    format_summary,
+    report_to_json,
+    result_lines,
+)
 from mpmarket.runner import (
     START_METHODS,
     AgentDeath,
@@ -181,10 +187,17 @@ class _PrintingObserver(RunObserver):
     """Prints result lines on stdout and the live view on stderr as a run goes."""
 
     def __init__(
-        self, console: Console, *, quiet: bool, started_at: float, print_orders: bool = True
+        self,
+        console: Console,
+        *,
+        quiet: bool,
+        started_at: float,
+        print_orders: bool = True,
+        print_deaths: bool = True,
     ) -> None:
         self.console = console
         self.print_orders = print_orders
+        self.print_deaths = print_deaths
         self.view = LiveView(console, quiet=quiet)
         self.started_at = started_at
 
@@ -200,7 +213,8 @@ class _PrintingObserver(RunObserver):
             sys.stdout.flush()
 
     def on_agent_died(self, death: AgentDeath) -> None:
-        self.console.print(f"[bold red]mpmarket:[/] {death.describe()}", highlight=False)
+        if self.print_deaths:
+            self.console.print(f"[bold red]mpmarket:[/] {death.describe()}", highlight=False)
 
     def close(self) -> None:
         self.view.stop()
@@ -445,6 +459,8 @@ def run(
     # meaningless for a part of a workload run against a shared market.
     ideal = simulate(workload).makespan if connect is None else None
     if not quiet and not report.attach_failed:
+        for table in format_agents(report):
+            console.print(table)
         console.print(format_summary(report, ideal))
     _write_reports(report_to_json(report, code, ideal), report, json_path, html_path)
     for failure in [*report.failures, *report.violations]:
@@ -772,7 +788,10 @@ def stress(
         )
     except WorkloadError as error:
         raise click.UsageError(str(error).removeprefix("<stress>: ")) from None
-    observer = _PrintingObserver(console, quiet=quiet, started_at=started_at, print_orders=False)
+    # Planned kills are no news; --quiet keeps them out of stderr.
+    observer = _PrintingObserver(
+        console, quiet=quiet, started_at=started_at, print_orders=False, print_deaths=not quiet
+    )
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_stress(

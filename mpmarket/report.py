@@ -18,6 +18,7 @@ from mpmarket.workload import purchase_line
 __all__ = [
     "REPORT_VERSION",
     "efficiency",
+    "format_agents",
     "format_simulation",
     "format_summary",
     "report_to_json",
@@ -75,6 +76,38 @@ def format_summary(report: RunReport, ideal_s: float | None = None) -> Table:
     return table
 
 
+# Rows of the per-agent tables: enough to read, the rest is in --json.
+AGENT_ROWS = 20
+
+
+def format_agents(report: RunReport) -> list[Table]:
+    """A table of consumers and one of producers, with totals; empty if no stats."""
+    tables = []
+    for role, columns in (
+        ("consumer", (("sessions", "{:,}"), ("bought", "{:,}"), ("waiting_s", "{:.2f} s"))),
+        ("producer", (("published", "{:,}"), ("blocked_s", "{:.2f} s"))),
+    ):
+        rows = [agent for agent in report.agents if agent["role"] == role]
+        if not rows:
+            continue
+        table = Table(title=f"{role}s", title_justify="left")
+        table.add_column(role)
+        for key, _ in columns:
+            label = {"waiting_s": "waiting", "blocked_s": "blocked on a full queue"}.get(key, key)
+            table.add_column(label, justify="right")
+        for agent in rows[:AGENT_ROWS]:
+            cells = [fmt.format(agent[key]) if key in agent else "-" for key, fmt in columns]
+            table.add_row(agent["name"], *cells)
+        if len(rows) > AGENT_ROWS:
+            table.add_row(
+                f"... {len(rows) - AGENT_ROWS} more (all in --json)", *[""] * len(columns)
+            )
+        totals = [fmt.format(sum(a.get(key, 0) for a in rows)) for key, fmt in columns]
+        table.add_row("[bold]total[/]", *totals, end_section=True)
+        tables.append(table)
+    return tables
+
+
 def report_to_json(
     report: RunReport, exit_code: int, ideal_s: float | None = None
 ) -> dict[str, Any]:
@@ -82,6 +115,10 @@ def report_to_json(
     return {
         "version": REPORT_VERSION,
         "source": report.source,
+        "workload_digest": report.workload_digest,
+        "settings": report.settings,
+        "started_utc": report.started_utc,
+        "ended_utc": report.ended_utc,
         "exit_code": exit_code,
         "producers": report.producers,
         "consumers": report.consumers,
@@ -99,6 +136,7 @@ def report_to_json(
         },
         "efficiency": efficiency(report, ideal_s),
         "books": asdict(report.books) if report.books is not None else None,
+        "agents": report.agents,
         "failures": report.failures,
         "deaths": [asdict(death) for death in report.deaths],
         "stall": report.stall,

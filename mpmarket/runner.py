@@ -41,19 +41,21 @@ what (``stall.diagnose``). A local server that dies ends the run at once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import multiprocessing
 import os
 import signal
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from mpmarket.agents import WAIT_PER_TRY, consume, produce
+from mpmarket.agents import WAIT_PER_TRY, AgentStats, consume, produce
 from mpmarket.errors import (
     MarketClosedError,
     MarketLostError,
@@ -71,12 +73,20 @@ from mpmarket.server import (
     MarketManager,
     MarketProxy,
     connect,
+    format_address,
     new_authkey,
     start_server,
 )
 from mpmarket.stall import diagnose
 from mpmarket.timeline import SAMPLE_INTERVAL_S, Sample, Timeline
-from mpmarket.workload import ConsumerSpec, Op, ProducerSpec, Workload, verify_orders
+from mpmarket.workload import (
+    ConsumerSpec,
+    Op,
+    ProducerSpec,
+    Workload,
+    dump_toml,
+    verify_orders,
+)
 
 __all__ = [
     "START_METHODS",
@@ -225,6 +235,11 @@ class RunReport:
     stall: list[str] = field(default_factory=list)  # the explanation of a stall
     violations: list[str] = field(default_factory=list)  # broken invariants
     cut_short: bool = False  # stopped at its deadline (stress)
+    agents: list[dict[str, Any]] = field(default_factory=list)  # name, role, AgentStats
+    started_utc: str = ""
+    ended_utc: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    workload_digest: str = ""  # sha256 of the workload in canonical TOML
     timeline: Timeline | None = None
     books: MarketBooks | None = None
     startup_s: float = 0.0
@@ -254,6 +269,7 @@ class _Agent:
     ready: bool = False
     done: bool = False  # finished, died or failed: nothing more to wait for
     ident: int | None = None  # its cart id (consumer) or producer id
+    stats: dict[str, Any] | None = None  # its AgentStats, sent as it ends
     sessions: int = 0
     orders: int = 0
 
@@ -282,13 +298,18 @@ def _agent_main(
     def deliver(_consumer: str, products: list[Product]) -> None:
         channel.send(("order", products))
 
+    stats = AgentStats()
     try:
         market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role)
         if role == "producer":
-            produce(market, spec, stop, ready)  # type: ignore[arg-type]
+            try:
+                produce(market, spec, stop, ready, stats)  # type: ignore[arg-type]
+            finally:
+                with contextlib.suppress(OSError):
+                    channel.send(("stats", asdict(stats)))
         else:
-            consume(market, spec, deliver, stop, ready)  # type: ignore[arg-type]
-            channel.send(("done",))
+            consume(market, spec, deliver, stop, ready, stats)  # type: ignore[arg-type]
+            channel.send(("done", asdict(stats)))
     except MarketClosedError:
         if role == "consumer":  # someone else closed the market too early
             _report_failure(channel, "the market was closed before it finished")
@@ -355,6 +376,14 @@ class LocalRun:
         self.audit = audit
         self._finished = False
         self.report = RunReport(workload.source, len(workload.producers), len(workload.consumers))
+        self.report.settings = {
+            "queue_size_per_producer": workload.queue_size_per_producer,
+            "start_method": self.ctx.get_start_method(),
+            "stall_timeout_s": self.stall_timeout,
+            "connect": format_address(connect) if connect is not None else None,
+            "fail_fast": fail_fast,
+        }
+        self.report.workload_digest = hashlib.sha256(dump_toml(workload).encode()).hexdigest()
         self.report.timeline = Timeline(
             producers=tuple(spec.name for spec in workload.producers),
             consumers=tuple(spec.name for spec in workload.consumers),
@@ -371,6 +400,7 @@ class LocalRun:
     def run(self) -> RunReport:
         """Run to the end (or the first failure); KeyboardInterrupt is reported."""
         report = self.report
+        report.started_utc = _utc_now()
         market_started = shutdown_started = None
         try:
             address, authkey = self._attach()
@@ -405,6 +435,10 @@ class LocalRun:
                 report.interrupted = True
                 self._kill_everything()
             report.violations += verify_orders(self.workload, report.orders)
+            report.agents = [
+                {"name": a.name, "role": a.role, **(a.stats or {})} for a in self._agents
+            ]
+            report.ended_utc = _utc_now()
             ended = time.perf_counter()
             report.shutdown_s = ended - shutdown_started
             report.wall_s = ended - self.started_at
@@ -603,6 +637,8 @@ class LocalRun:
             try:
                 while agent.channel.poll():
                     message = agent.channel.recv()
+                    if message[0] in ("done", "stats") and len(message) > 1:
+                        agent.stats = message[1]
                     if message[0] in ("done", "closed", "failed"):
                         agent.done = True
                     messages.append((agent, message))
@@ -679,8 +715,14 @@ class LocalRun:
                         if message[0] == "order":
                             self.report.orders.append((agent.name, message[1]))
                             self.observer.on_order(agent.name, message[1])
+                        elif message[0] == "stats":
+                            agent.stats = message[1]
                 except (EOFError, OSError):
                     agent.channel.close()
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _how_it_ended(process: BaseProcess | None) -> str:

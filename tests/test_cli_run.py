@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -89,6 +90,18 @@ def test_toml_config_json_report_and_operation_log(tmp_path):
     books = report["books"]
     assert books["published"] == books["on_sale"] + books["in_carts"] + books["ordered"]
     assert all(report["timings"][k] >= 0 for k in ("startup_s", "market_s", "shutdown_s"))
+    per_consumer = Counter(line.split(" bought ")[0] for line in result.stdout.splitlines())
+    agents = {agent["name"]: agent for agent in report["agents"]}
+    assert set(agents) == {"tea-maker", "roaster", "alice", "bob"}
+    assert {n: a["bought"] for n, a in agents.items() if a["role"] == "consumer"} == {
+        "alice": per_consumer["alice"],
+        "bob": per_consumer["bob"],
+    }
+    assert agents["alice"]["sessions"] == 2 and agents["bob"]["sessions"] == 1
+    assert agents["tea-maker"]["published"] + agents["roaster"]["published"] == books["published"]
+    assert len(report["workload_digest"]) == 64
+    assert report["settings"]["queue_size_per_producer"] == 2
+    assert report["started_utc"].endswith("Z") and report["ended_utc"] >= report["started_utc"]
 
     log_lines = log_path.read_text().splitlines()
     assert any(" place_order(" in line for line in log_lines)
