@@ -29,7 +29,7 @@ from mpmarket.exitcodes import fail as _fail
 from mpmarket.html_report import render_html
 from mpmarket.live import LiveView
 from mpmarket.marketplace import Marketplace
-from mpmarket.oplog import operation_logger
+from mpmarket.oplog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS, LogSettings
 from mpmarket.products import Product
 from mpmarket.report import (
     format_agents,
@@ -183,6 +183,49 @@ def _write_reports(
         html_path.write_text(render_html(document, report.timeline))
 
 
+def log_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The operation log's options, shared by run and serve."""
+    options = [
+        click.option(
+            "--log-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Log every market operation to this rotating file (UTC timestamps).",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(LEVELS, case_sensitive=False),
+            default="INFO",
+            show_default=True,
+            help="INFO logs every operation; WARNING only carts given back and leases expired.",
+        ),
+        click.option(
+            "--log-max-bytes",
+            type=click.IntRange(min=1024),
+            default=DEFAULT_MAX_BYTES,
+            show_default=True,
+            help="Rotate the log file at this size.",
+        ),
+        click.option(
+            "--log-backups",
+            type=click.IntRange(min=0),
+            default=DEFAULT_BACKUPS,
+            show_default=True,
+            help="Rotated log files to keep.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _log_settings(
+    log_file: Path | None, log_level: str, log_max_bytes: int, log_backups: int
+) -> LogSettings | None:
+    if log_file is None:
+        return None
+    return LogSettings(str(log_file), log_level.upper(), log_max_bytes, log_backups)
+
+
 class _PrintingObserver(RunObserver):
     """Prints result lines on stdout and the live view on stderr as a run goes."""
 
@@ -304,11 +347,7 @@ def _workload(
 @cli.command(epilog=EPILOG)
 @workload_options
 @start_method_option
-@click.option(
-    "--log-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Log every market operation to this rotating file.",
-)
+@log_options
 @json_option
 @html_option
 @quiet_option
@@ -363,6 +402,9 @@ def run(
     queue_size: int | None,
     start_method: str,
     log_file: Path | None,
+    log_level: str,
+    log_max_bytes: int,
+    log_backups: int,
     json_path: Path | None,
     html_path: Path | None,
     quiet: bool,
@@ -442,7 +484,7 @@ def run(
             workload,
             observer=observer,
             start_method=start_method,
-            log_file=log_file,
+            log=_log_settings(log_file, log_level, log_max_bytes, log_backups),
             started_at=started_at,
             connect=connect,
             authkey=authkey,
@@ -533,11 +575,7 @@ def simulate_command(
     f"Without it: ${ENV_VAR}, else the default file $XDG_RUNTIME_DIR/mpmarket/authkey "
     "(or ~/.config/mpmarket/authkey)."
 )
-@click.option(
-    "--log-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Log every market operation to this rotating file.",
-)
+@log_options
 @click.option(
     "--cart-lease",
     type=click.FloatRange(min=0, min_open=True),
@@ -553,6 +591,9 @@ def serve(
     queue_size: int,
     authkey_file: Path | None,
     log_file: Path | None,
+    log_level: str,
+    log_max_bytes: int,
+    log_backups: int,
     cart_lease: float,
     quiet: bool,
 ) -> None:
@@ -588,7 +629,8 @@ def serve(
         key, created = load_authkey(authkey_file, create=True)
     except AuthkeyError as error:
         _fail(console, str(error), ExitCode.USAGE)
-    logger = operation_logger(log_file) if log_file else None
+    log = _log_settings(log_file, log_level, log_max_bytes, log_backups)
+    logger = log.open() if log is not None else None
     market = Marketplace(queue_size, logger=logger)
     try:
         served = ServedMarket(market, listen, key.secret, cart_lease_s=cart_lease)

@@ -442,7 +442,7 @@ class Marketplace:
                 raise UnknownCartError(cart_id)
             released = self._release(cart_id)
         if self._log:
-            self._log.info("release_cart(%d) -> %d", cart_id, released)
+            self._log.warning("release_cart(%d) -> %d", cart_id, released)
         return released
 
     def expire_idle_carts(self, idle_s: float) -> list[int]:
@@ -467,7 +467,7 @@ class Marketplace:
             for cart_id in expired:
                 self._release(cart_id)
         if self._log and expired:
-            self._log.info("expire_idle_carts(%r) -> %r", idle_s, expired)
+            self._log.warning("expire_idle_carts(%r) -> %r", idle_s, expired)
         return expired
 
     def audit(self) -> list[str]:

@@ -52,7 +52,6 @@ from datetime import UTC, datetime
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from mpmarket.agents import WAIT_PER_TRY, AgentStats, consume, produce
@@ -66,6 +65,7 @@ from mpmarket.errors import (
 )
 from mpmarket.lifeline import Lifeline, join_all, stop_processes
 from mpmarket.marketplace import MarketBooks
+from mpmarket.oplog import LogSettings
 from mpmarket.products import Product
 from mpmarket.server import (
     ATTACH_TIMEOUT,
@@ -344,7 +344,7 @@ class LocalRun:
         *,
         observer: RunObserver | None = None,
         start_method: str | None = None,
-        log_file: str | Path | None = None,
+        log: LogSettings | None = None,
         started_at: float | None = None,
         connect: Address | None = None,
         authkey: bytes | None = None,
@@ -361,7 +361,7 @@ class LocalRun:
         self.workload = workload
         self.observer = observer or RunObserver()
         self.ctx: BaseContext = multiprocessing.get_context(start_method or default_start_method())
-        self.log_file = log_file
+        self.log = log
         self.started_at = time.perf_counter() if started_at is None else started_at
         self.connect = connect
         self._authkey = authkey
@@ -457,7 +457,7 @@ class LocalRun:
                 self.workload.queue_size_per_producer,
                 authkey=authkey,
                 ctx=self.ctx,
-                log_file=self.log_file,
+                log=self.log,
             )
             address = self._manager.address
         try:

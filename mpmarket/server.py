@@ -47,14 +47,13 @@ import time
 from dataclasses import dataclass
 from multiprocessing import connection, managers, process
 from multiprocessing.context import BaseContext
-from pathlib import Path
 from typing import Any, ClassVar
 
 from mpmarket import __version__
 from mpmarket.errors import MarketUnavailableError, VersionMismatchError
 from mpmarket.lifeline import Lifeline
 from mpmarket.marketplace import MarketBooks, Marketplace, MarketSnapshot, MarketWaits
-from mpmarket.oplog import operation_logger
+from mpmarket.oplog import LogSettings
 from mpmarket.products import Product
 
 __all__ = [
@@ -200,11 +199,11 @@ PARENT_CHECK_INTERVAL = 0.5
 
 
 def _host_market(
-    queue_size_per_producer: int, log_file: str | None, parent_pid: int | None = None
+    queue_size_per_producer: int, log: LogSettings | None, parent_pid: int | None = None
 ) -> None:
     """Create the market of this server process (a manager initializer)."""
     global _hosted_market
-    logger = operation_logger(log_file) if log_file else None
+    logger = log.open() if log is not None else None
     _hosted_market = Marketplace(queue_size_per_producer, logger=logger)
     if parent_pid is not None:
         threading.Thread(
@@ -409,14 +408,13 @@ def start_server(
     authkey: bytes,
     address: Address = ("127.0.0.1", 0),
     ctx: BaseContext | None = None,
-    log_file: str | Path | None = None,
+    log: LogSettings | None = None,
 ) -> MarketManager:
     """Start a server process; the caller must ``shutdown()`` it.
 
     The server exits by itself if this process dies without shutting it down.
     """
     manager = MarketManager(address=address, authkey=authkey, ctx=ctx)
-    log = str(log_file) if log_file else None
     manager.start(_host_market, (queue_size_per_producer, log, os.getpid()))
     return manager
 

@@ -177,3 +177,19 @@ def test_plain_progress_and_an_html_report_when_stderr_is_not_a_terminal(tmp_pat
     assert "\x1b[" not in result.stderr  # no terminal codes into a file or a pipe
     page = html_path.read_text()
     assert page.count("<svg") == 3 and "<script" not in page and "http" not in page
+
+
+def test_the_operation_log_rotates_and_its_level_filters(tmp_path):
+    log_path = tmp_path / "ops.log"
+    result = run_cli(
+        "run", "--producers", "3", "--consumers", "6", "--sessions", "20", "--quiet",
+        "--log-file", log_path, "--log-max-bytes", "4096", "--log-backups", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rotated = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("ops.log"))
+    assert rotated == ["ops.log", "ops.log.1", "ops.log.2"]
+    assert all(p.stat().st_size <= 4096 + 512 for p in tmp_path.glob("ops.log*"))
+    quiet_log = tmp_path / "warnings.log"
+    result = run_cli("run", "--quiet", "--log-file", quiet_log, "--log-level", "warning")
+    assert result.returncode == 0, result.stderr
+    assert not quiet_log.exists() or quiet_log.read_text() == ""  # no fault, nothing logged
