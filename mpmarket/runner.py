@@ -104,6 +104,10 @@ START_METHODS = ("fork", "forkserver", "spawn")
 STOP_GRACE = 2.0
 TERMINATE_GRACE = 1.0
 
+# How long the runner gives its server's death to show when an agent says it
+# lost the market (its own sentinel may come a little later).
+SERVER_DEATH_GRACE = 1.0
+
 # How often an agent waiting at the start barrier checks that the runner is
 # still alive (so a killed runner leaves no agent behind).
 PARENT_CHECK_INTERVAL = 0.5
@@ -315,15 +319,19 @@ def _agent_main(
             _report_failure(channel, "the market was closed before it finished")
         with contextlib.suppress(OSError):  # the normal end of a producer
             channel.send(("closed",))
+    except MarketUnavailableError as error:
+        _report_failure(channel, str(error), market_lost=True)
     except MpmarketError as error:
         _report_failure(channel, str(error))
     except Exception:
         _report_failure(channel, traceback.format_exc(limit=3).strip().splitlines()[-1])
 
 
-def _report_failure(channel: connection.Connection, message: str) -> None:
+def _report_failure(
+    channel: connection.Connection, message: str, *, market_lost: bool = False
+) -> None:
     with contextlib.suppress(OSError):
-        channel.send(("failed", message))
+        channel.send(("failed", message, market_lost))
     raise SystemExit(1)
 
 
@@ -541,14 +549,24 @@ class LocalRun:
                     producers_left = max(producers_left - 1, 0)
                     self.observer.on_producer_closed(agent.name)
                 elif kind in ("failed", "died"):
-                    self._lost_agent(agent, message[1])
+                    self._lost_agent(agent, message[1], market_lost=message[2:] == (True,))
                     if agent.role == "consumer":
                         consumers_left -= 1
                     else:
                         producers_left = max(producers_left - 1, 0)
 
-    def _lost_agent(self, agent: _Agent, how: str) -> None:
-        """An agent died or failed: give its cart back, report it, go on (or not)."""
+    def _lost_agent(self, agent: _Agent, how: str, market_lost: bool = False) -> None:
+        """An agent died or failed: give its cart back, report it, go on (or not).
+
+        An agent that lost the market may be the first to see the server die:
+        its sentinel can come later than the agent's word (under forkserver
+        the fork server relays it), so the server gets a moment to be seen.
+        """
+        server = self._manager._process if self._manager is not None else None
+        if market_lost and server is not None:
+            server.join(SERVER_DEATH_GRACE)
+            if server.exitcode is not None:
+                raise MarketLostError(f"the market server died ({_how_it_ended(server)})")
         released = 0
         if agent.role == "consumer" and agent.ident is not None and self._market is not None:
             with contextlib.suppress(MpmarketError):
