@@ -651,6 +651,8 @@ class LocalRun:
         for handle in connection.wait(handles, timeout):
             agent = by_handle.get(handle)
             if agent is None:
+                assert server is not None
+                server.join(SERVER_DEATH_GRACE)  # its sentinel can come before its status
                 raise MarketLostError(f"the market server died ({_how_it_ended(server)})")
             try:
                 while agent.channel.poll():
