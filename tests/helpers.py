@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -11,7 +13,9 @@ from pathlib import Path
 CLI_TIMEOUT_S = 90
 
 
-def run_cli(*args: str | Path, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m mpmarket ARGS``; kill its whole process group on timeout."""
     command = [sys.executable, "-m", "mpmarket", *map(str, args)]
     with subprocess.Popen(
@@ -19,14 +23,12 @@ def run_cli(*args: str | Path, timeout: float = CLI_TIMEOUT_S) -> subprocess.Com
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
         start_new_session=True,
     ) as process:
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            import os
-            import signal
-
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise

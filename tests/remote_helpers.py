@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers import run_cli
+
 # A whole CLI command in a test: generous, as the machines are shared and noisy.
 COMMAND_TIMEOUT_S = 60
 # How long a server gets to print its start line.
@@ -113,18 +115,4 @@ def run_command(
     *args: str | Path, env: dict[str, str], timeout: float = COMMAND_TIMEOUT_S
 ) -> subprocess.CompletedProcess[str]:
     """Run a short ``mpmarket`` command to its end, its tree killed on timeout."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "mpmarket", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    ) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            raise
-        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return run_cli(*args, env=env, timeout=timeout)

@@ -160,4 +160,3 @@ def test_waits_names_waiting_consumers_blocked_producers_and_slots():
         market.close()
         for thread in threads:
             thread.join(timeout=10)
-
