@@ -79,6 +79,7 @@ class MarketBooks:
     ordered: int
     orders: int
     on_sale_per_producer: tuple[int, ...]
+    sold_per_producer: tuple[int, ...]  # units of each producer in placed orders
     waiting_consumers: int
     waiting_producers: int
     closed: bool
@@ -205,6 +206,7 @@ class Marketplace:
         self._closed = False
         self._on_sale: dict[Product, deque[int]] = {}
         self._on_sale_per_producer: list[int] = []
+        self._sold_per_producer: list[int] = []
         self._carts: list[dict[Product, list[int]]] = []
         self._cart_seen: list[float] = []  # monotonic time of each cart's last call
         self._cart_busy: list[int] = []  # calls of each cart waiting in the market
@@ -223,6 +225,7 @@ class Marketplace:
             self._check_open()
             producer_id = len(self._on_sale_per_producer)
             self._on_sale_per_producer.append(0)
+            self._sold_per_producer.append(0)
         if self._log:
             self._log.info("register_producer() -> %d", producer_id)
         return producer_id
@@ -344,6 +347,9 @@ class Marketplace:
             self._check_open()
             cart = self._cart(cart_id)
             products = [product for product, units in cart.items() for _ in units]
+            for units in cart.values():
+                for producer_id in units:
+                    self._sold_per_producer[producer_id] += 1
             cart.clear()
             self._ordered += len(products)
             self._orders += 1
@@ -393,6 +399,7 @@ class Marketplace:
                 ordered=self._ordered,
                 orders=self._orders,
                 on_sale_per_producer=tuple(self._on_sale_per_producer),
+                sold_per_producer=tuple(self._sold_per_producer),
                 waiting_consumers=sum(len(q) for q in self._add_waiters.values()),
                 waiting_producers=sum(len(q) for q in self._publish_waiters.values()),
                 closed=self._closed,

@@ -85,7 +85,7 @@ def format_agents(report: RunReport) -> list[Table]:
     tables = []
     for role, columns in (
         ("consumer", (("sessions", "{:,}"), ("bought", "{:,}"), ("waiting_s", "{:.2f} s"))),
-        ("producer", (("published", "{:,}"), ("blocked_s", "{:.2f} s"))),
+        ("producer", (("published", "{:,}"), ("sold", "{:,}"), ("blocked_s", "{:.2f} s"))),
     ):
         rows = [agent for agent in report.agents if agent["role"] == role]
         if not rows:

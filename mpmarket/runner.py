@@ -446,6 +446,10 @@ class LocalRun:
             report.agents = [
                 {"name": a.name, "role": a.role, **(a.stats or {})} for a in self._agents
             ]
+            sold = report.books.sold_per_producer if report.books is not None else ()
+            for agent, entry in zip(self._agents, report.agents, strict=True):
+                if agent.role == "producer" and agent.ident is not None and agent.ident < len(sold):
+                    entry["sold"] = sold[agent.ident]
             report.ended_utc = _utc_now()
             ended = time.perf_counter()
             report.shutdown_s = ended - shutdown_started

@@ -99,6 +99,8 @@ def test_toml_config_json_report_and_operation_log(tmp_path):
     }
     assert agents["alice"]["sessions"] == 2 and agents["bob"]["sessions"] == 1
     assert agents["tea-maker"]["published"] + agents["roaster"]["published"] == books["published"]
+    assert agents["tea-maker"]["sold"] == sum(n for line, n in expected.items() if "Linden" in line)
+    assert agents["roaster"]["sold"] == sum(n for line, n in expected.items() if "Arabica" in line)
     assert len(report["workload_digest"]) == 64
     assert report["settings"]["queue_size_per_producer"] == 2
     assert report["started_utc"].endswith("Z") and report["ended_utc"] >= report["started_utc"]

@@ -136,6 +136,7 @@ def test_fresh_market_books():
         ordered=0,
         orders=0,
         on_sale_per_producer=(),
+        sold_per_producer=(),
         waiting_consumers=0,
         waiting_producers=0,
         closed=False,

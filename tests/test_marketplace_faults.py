@@ -160,3 +160,16 @@ def test_waits_names_waiting_consumers_blocked_producers_and_slots():
         market.close()
         for thread in threads:
             thread.join(timeout=10)
+
+
+def test_books_count_what_each_producer_sold():
+    market = Marketplace(5)
+    first, second = market.register_producer(), market.register_producer()
+    cart = market.new_cart()
+    for producer, product in ((first, LINDEN), (second, LINDEN), (second, ARABICA)):
+        assert market.publish(producer, product)
+    assert market.add_many(cart, LINDEN, 2) == 2
+    assert market.add_many(cart, ARABICA, 1) == 1
+    assert market.remove_many(cart, LINDEN, 1) == 1  # the last taken: second's
+    market.place_order(cart)
+    assert market.books().sold_per_producer == (1, 1)
