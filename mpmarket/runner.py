@@ -391,7 +391,6 @@ class LocalRun:
             "connect": format_address(connect) if connect is not None else None,
             "fail_fast": fail_fast,
         }
-        self.report.workload_digest = hashlib.sha256(dump_toml(workload).encode()).hexdigest()
         self.report.timeline = Timeline(
             producers=tuple(spec.name for spec in workload.producers),
             consumers=tuple(spec.name for spec in workload.consumers),
@@ -454,6 +453,8 @@ class LocalRun:
             ended = time.perf_counter()
             report.shutdown_s = ended - shutdown_started
             report.wall_s = ended - self.started_at
+        # After the timings: a big workload takes a moment to write out.
+        report.workload_digest = hashlib.sha256(dump_toml(self.workload).encode()).hexdigest()
         return report
 
     # -- phases --------------------------------------------------------------

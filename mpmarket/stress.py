@@ -24,9 +24,10 @@ from mpmarket.workload import Workload, generate
 
 __all__ = ["StressPlan", "StressResult", "plan_stress", "run_stress"]
 
-# Sessions a stress consumer gets per second of the run: more than a consumer
-# completes on these machines, so consumers are still busy at the deadline.
-SESSIONS_PER_SECOND = 1500
+# Sessions per second of the run, shared by all consumers: more than the
+# market completes on these machines (about 3,000 a second), so consumers are
+# still busy at the deadline, and few enough to generate in a moment.
+SESSIONS_PER_SECOND = 8000
 
 # Kills happen within this part of the run, so that there is churn before
 # and after each of them.
@@ -81,7 +82,7 @@ def plan_stress(
             f"fewer than --producers ({producers}): each product keeps a maker",
             str(kill_producers),
         )
-    sessions = max(10, math.ceil(duration_s * SESSIONS_PER_SECOND))
+    sessions = max(10, math.ceil(duration_s * SESSIONS_PER_SECOND / max(consumers, 1)))
     workload = generate(
         producers,
         consumers,
