@@ -5,10 +5,10 @@
     LocalRun.run()
       │ start_server() ──────────────────────────> server process (Marketplace)
       │ one process per agent ──> _agent_main(): connect(), register / new_cart
-      │ <── pipe ("ready",) ───────────────────       │
+      │ <── pipe ("ready", cart or producer id) ─     │
       │ all ready: start.set() ───────────────>       │ produce() / consume()
       │ <── pipe ("order", products) ──────────       │   through a MarketProxy
-      │ <── pipe ("done",) / ("failed", why) ──       │
+      │ <── pipe ("done", stats) / ("failed", why)    │
       │ last consumer done: market.close(), stop.set()
       │ join agents, bounded: join, terminate, kill; shut the server down
       └─> RunReport
@@ -270,7 +270,6 @@ class _Agent:
     role: str
     process: BaseProcess
     channel: connection.Connection
-    ready: bool = False
     done: bool = False  # finished, died or failed: nothing more to wait for
     ident: int | None = None  # its cart id (consumer) or producer id
     stats: dict[str, Any] | None = None  # its AgentStats, sent as it ends
@@ -504,7 +503,6 @@ class LocalRun:
         while waiting:
             for agent, message in self._next_messages(deadline - time.monotonic()):
                 if message[0] == "ready":
-                    agent.ready = True
                     agent.ident = message[1]
                     waiting -= 1
                 elif message[0] in ("failed", "died"):
