@@ -542,9 +542,7 @@ class LocalRun:
             for agent, message in self._next_messages(max(0.0, wake - time.monotonic())):
                 kind = message[0]
                 if kind == "order":
-                    agent.orders += 1
-                    self.report.orders.append((agent.name, message[1]))
-                    self.observer.on_order(agent.name, message[1])
+                    self._record_order(agent, message[1])
                 elif kind == "done":
                     consumers_left -= 1
                     self.observer.on_consumer_done(agent.name)
@@ -657,21 +655,36 @@ class LocalRun:
                 assert server is not None
                 server.join(SERVER_DEATH_GRACE)  # its sentinel can come before its status
                 raise MarketLostError(f"the market server died ({_how_it_ended(server)})")
-            try:
-                while agent.channel.poll():
-                    message = agent.channel.recv()
-                    if message[0] in ("done", "stats") and len(message) > 1:
-                        agent.stats = message[1]
-                    if message[0] in ("done", "closed", "failed"):
-                        agent.done = True
-                    messages.append((agent, message))
-            except (EOFError, OSError):
-                agent.channel.close()
-                if not agent.done:
-                    agent.process.join(TERMINATE_GRACE)
+            received, ended = self._read_pipe(agent)
+            for message in received:
+                if message[0] in ("done", "closed", "failed"):
                     agent.done = True
-                    messages.append((agent, ("died", _how_it_ended(agent.process))))
+                messages.append((agent, message))
+            if ended and not agent.done:
+                agent.process.join(TERMINATE_GRACE)
+                agent.done = True
+                messages.append((agent, ("died", _how_it_ended(agent.process))))
         return messages
+
+    @staticmethod
+    def _read_pipe(agent: _Agent) -> tuple[list[tuple[Any, ...]], bool]:
+        """What waits in an agent's pipe, its stats kept; True once the pipe ended."""
+        messages = []
+        try:
+            while agent.channel.poll():
+                message = agent.channel.recv()
+                if message[0] in ("done", "stats") and len(message) > 1:
+                    agent.stats = message[1]
+                messages.append(message)
+        except (EOFError, OSError):
+            agent.channel.close()
+            return messages, True
+        return messages, False
+
+    def _record_order(self, agent: _Agent, products: list[Product]) -> None:
+        agent.orders += 1
+        self.report.orders.append((agent.name, products))
+        self.observer.on_order(agent.name, products)
 
     def _shutdown(self) -> None:
         """Close the market, stop the agents, stop the server: every step bounded.
@@ -732,16 +745,9 @@ class LocalRun:
                 agent = by_handle.get(handle)
                 if agent is None:
                     continue  # a sentinel: its pipe reports the end
-                try:
-                    while agent.channel.poll():
-                        message = agent.channel.recv()
-                        if message[0] == "order":
-                            self.report.orders.append((agent.name, message[1]))
-                            self.observer.on_order(agent.name, message[1])
-                        elif message[0] == "stats":
-                            agent.stats = message[1]
-                except (EOFError, OSError):
-                    agent.channel.close()
+                for message in self._read_pipe(agent)[0]:
+                    if message[0] == "order":
+                        self._record_order(agent, message[1])
 
 
 def _utc_now() -> str:

@@ -521,7 +521,9 @@ class MarketProxy(managers.BaseProxy):
                 f"runs mpmarket {server_version} (protocol {server_protocol})"
             )
 
-    def _call(self, method: str, args: tuple[Any, ...] = (), wait: Any = 0.0) -> Any:
+    def _call(
+        self, method: str, args: tuple[Any, ...] = (), wait: Any = 0.0, target: str | None = None
+    ) -> Any:
         """One round trip; ``wait`` is how long the market may hold the call.
 
         BaseManager has no call timeout: a frozen server would hold a caller
@@ -537,6 +539,8 @@ class MarketProxy(managers.BaseProxy):
             _set_receive_timeout(conn.fileno(), limit)
             self._tls.answer_limit = limit
         try:
+            if target is not None:  # another well-known object of the server
+                return managers.dispatch(conn, target, method, args)
             return self._callmethod(method, args)
         except BlockingIOError as error:  # SO_RCVTIMEO ran out
             self.disconnect()  # a late answer would put the connection out of step
@@ -603,12 +607,7 @@ class MarketProxy(managers.BaseProxy):
 
     def agents(self) -> tuple[AgentInfo, ...]:
         """The clients attached to the server now (a call to the session object)."""
-        try:
-            return managers.dispatch(self._connection(), SESSION_IDENT, "agents")
-        except (EOFError, ConnectionError) as error:
-            raise MarketUnavailableError(
-                f"lost the market at {format_address(self._token.address)}: {type(error).__name__}"
-            ) from error
+        return self._call("agents", target=SESSION_IDENT)
 
     def disconnect(self) -> None:
         """Close this thread's connection, if it has one."""
