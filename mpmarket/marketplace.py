@@ -21,12 +21,17 @@ a slot publishes the waiting unit on the producer's behalf and wakes it. So a
 thread is woken only when its call is complete, never to find that another
 thread got there first.
 
+Each waiting call is split in two, ``start_add`` / ``finish_add`` and
+``start_publish`` / ``finish_publish``, around a ``wake`` callable that the
+market calls once, with its lock held, when the wait is over. A thread passes
+the release of a one-shot ``threading.Lock`` and blocks on it (``add_many``,
+``publish``); the server's event loop passes a callback that queues the reply
+(``mpmarket.dispatch``), so no thread waits at all.
+
 Locking: one ``threading.Lock`` guards all the state above; critical sections
-are a few dictionary operations and never block. Each waiter owns a
-``threading.Lock`` used as a one-shot signal: the waker releases it while
-holding the market lock (a release never blocks), the waiter acquires it
-without holding the market lock. Lock order: market lock, then a waiter's
-signal; the reverse never happens.
+are a few dictionary operations and never block. A ``wake`` must not block
+nor call back into the market (releasing a lock, appending to a deque). Lock
+order: market lock, then whatever ``wake`` touches; the reverse never happens.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,7 +53,15 @@ from mpmarket.errors import (
 )
 from mpmarket.products import Product
 
-__all__ = ["Market", "MarketBooks", "MarketSnapshot", "MarketWaits", "Marketplace"]
+__all__ = [
+    "AddWait",
+    "Market",
+    "MarketBooks",
+    "MarketSnapshot",
+    "MarketWaits",
+    "Marketplace",
+    "PublishWait",
+]
 
 
 class Market(Protocol):
@@ -135,33 +149,65 @@ class MarketWaits:
     slots: dict[int, tuple[tuple[Product, int], ...]]
 
 
-class _AddWaiter:
-    """A blocked ``add_many``: filled by publishers, woken once full or closed."""
+Wake = Callable[[], None]
 
-    __slots__ = ("cart", "cart_id", "closed", "needed", "received", "revoked", "signal")
 
-    def __init__(self, cart_id: int, cart: dict[Product, list[int]], needed: int) -> None:
+class AddWait:
+    """A blocked ``add_many``: filled by publishers, woken once full or closed.
+
+    Opaque to callers: hand it back to ``finish_add``.
+    """
+
+    __slots__ = (
+        "cart", "cart_id", "closed", "needed", "product", "quantity", "received",
+        "revoked", "taken", "timeout", "wake",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        cart_id: int,
+        cart: dict[Product, list[int]],
+        product: Product,
+        quantity: int,
+        taken: int,
+        timeout: float,
+        wake: Wake,
+    ) -> None:
         self.cart_id = cart_id
         self.cart = cart
-        self.revoked = False
-        self.needed = needed
-        self.received = 0
-        self.closed = False
-        self.signal = threading.Lock()
-        self.signal.acquire()
-
-
-class _PublishWaiter:
-    """A blocked ``publish``: done by whoever frees a slot of its producer."""
-
-    __slots__ = ("closed", "done", "product", "signal")
-
-    def __init__(self, product: Product) -> None:
         self.product = product
+        self.quantity = quantity
+        self.taken = taken  # units taken off the shelf at the start
+        self.timeout = timeout
+        self.needed = quantity - taken
+        self.received = 0  # units handed over by publishers and removers since
+        self.revoked = False
+        self.closed = False
+        self.wake = wake
+
+
+class PublishWait:
+    """A blocked ``publish``: done by whoever frees a slot of its producer.
+
+    Opaque to callers: hand it back to ``finish_publish``.
+    """
+
+    __slots__ = ("closed", "done", "producer_id", "product", "timeout", "wake")
+
+    def __init__(self, producer_id: int, product: Product, timeout: float, wake: Wake) -> None:
+        self.producer_id = producer_id
+        self.product = product
+        self.timeout = timeout
         self.done = False
         self.closed = False
-        self.signal = threading.Lock()
-        self.signal.acquire()
+        self.wake = wake
+
+
+def _one_shot() -> threading.Lock:
+    """A signal for a thread to block on until its wait's ``wake`` releases it."""
+    signal = threading.Lock()
+    signal.acquire()
+    return signal
 
 
 def _check_count(name: str, value: object) -> int:
@@ -211,8 +257,8 @@ class Marketplace:
         self._cart_seen: list[float] = []  # monotonic time of each cart's last call
         self._cart_busy: list[int] = []  # calls of each cart waiting in the market
         self._revoked: set[int] = set()  # carts released for good (owner gone)
-        self._add_waiters: dict[Product, deque[_AddWaiter]] = {}
-        self._publish_waiters: dict[int, deque[_PublishWaiter]] = {}
+        self._add_waiters: dict[Product, deque[AddWait]] = {}
+        self._publish_waiters: dict[int, deque[PublishWait]] = {}
         self._published = 0
         self._ordered = 0
         self._orders = 0
@@ -237,6 +283,23 @@ class Marketplace:
         on sale; with a ``timeout`` it waits that long for a slot and is
         published the moment one frees.
         """
+        signal = _one_shot() if type(timeout) in (int, float) and timeout > 0 else None
+        outcome = self.start_publish(producer_id, product, timeout, signal and signal.release)
+        if type(outcome) is bool:
+            return outcome
+        signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))  # type: ignore[union-attr]
+        return self.finish_publish(outcome)
+
+    def start_publish(
+        self, producer_id: int, product: Product, timeout: float, wake: Wake | None
+    ) -> bool | PublishWait:
+        """``publish`` without blocking: its result, or a wait for ``finish_publish``.
+
+        A wait is returned only when the producer is full and ``timeout`` > 0;
+        ``wake`` is called once, with the market's lock held, when a slot has
+        published the unit or the market closed. Call ``finish_publish`` then,
+        or when ``timeout`` has passed, whichever comes first.
+        """
         _check_product(product)
         _check_timeout(timeout)
         with self._lock:
@@ -246,19 +309,23 @@ class Marketplace:
                 self._published += 1
                 self._put_on_sale(producer_id, product)
                 return self._logged("publish", True, producer_id, product, timeout)
-            if timeout <= 0:
+            if timeout <= 0 or wake is None:
                 return self._logged("publish", False, producer_id, product, timeout)
-            waiter = _PublishWaiter(product)
-            self._publish_waiters.setdefault(producer_id, deque()).append(waiter)
-        waiter.signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
+            wait = PublishWait(producer_id, product, timeout, wake)
+            self._publish_waiters.setdefault(producer_id, deque()).append(wait)
+            return wait
+
+    def finish_publish(self, wait: PublishWait) -> bool:
+        """End a publish wait, woken or timed out: True if the unit went on sale."""
         with self._lock:
-            if not waiter.done and not waiter.closed:  # close() cleared the queues
-                queue = self._publish_waiters[producer_id]
-                if waiter in queue:
-                    queue.remove(waiter)
-            if waiter.closed:
+            if not wait.done and not wait.closed:  # close() cleared the queues
+                queue = self._publish_waiters[wait.producer_id]
+                if wait in queue:
+                    queue.remove(wait)
+            if wait.closed:
                 raise MarketClosedError()
-            return self._logged("publish", waiter.done, producer_id, product, timeout)
+            done = wait.done
+        return self._logged("publish", done, wait.producer_id, wait.product, wait.timeout)
 
     # -- consumers -----------------------------------------------------------
 
@@ -290,6 +357,24 @@ class Marketplace:
         units published meanwhile go straight into the cart. One call instead
         of ``quantity`` round trips through a proxy.
         """
+        signal = _one_shot() if type(timeout) in (int, float) and timeout > 0 else None
+        outcome = self.start_add(cart_id, product, quantity, timeout, signal and signal.release)
+        if type(outcome) is int:
+            return outcome
+        signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))  # type: ignore[union-attr]
+        return self.finish_add(outcome)
+
+    def start_add(
+        self, cart_id: int, product: Product, quantity: int, timeout: float, wake: Wake | None
+    ) -> int | AddWait:
+        """``add_many`` without blocking: its result, or a wait for ``finish_add``.
+
+        A wait is returned only when too few units are on sale and ``timeout``
+        > 0; ``wake`` is called once, with the market's lock held, when the
+        cart has all it asked for, the market closed or the cart was revoked.
+        Call ``finish_add`` then, or when ``timeout`` has passed, whichever
+        comes first.
+        """
         _check_product(product)
         _check_count("quantity", quantity)
         _check_timeout(timeout)
@@ -297,25 +382,29 @@ class Marketplace:
             self._check_open()
             cart = self._cart(cart_id)
             taken = self._take_from_sale(cart, product, quantity)
-            if taken == quantity or timeout <= 0:
+            if taken == quantity or timeout <= 0 or wake is None:
                 return self._logged("add", taken, cart_id, product, quantity, timeout)
-            waiter = _AddWaiter(cart_id, cart, quantity - taken)
-            self._add_waiters.setdefault(product, deque()).append(waiter)
+            wait = AddWait(cart_id, cart, product, quantity, taken, timeout, wake)
+            self._add_waiters.setdefault(product, deque()).append(wait)
             self._cart_busy[cart_id] += 1
-        waiter.signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
+            return wait
+
+    def finish_add(self, wait: AddWait) -> int:
+        """End an add wait, woken or timed out: how many units the cart got in all."""
+        cart_id = wait.cart_id
         with self._lock:
             self._cart_busy[cart_id] -= 1
             self._cart_seen[cart_id] = time.monotonic()
-            if waiter.received < waiter.needed and not (waiter.closed or waiter.revoked):
-                queue = self._add_waiters[product]
-                if waiter in queue:
-                    queue.remove(waiter)
-            if waiter.closed:
+            if wait.received < wait.needed and not (wait.closed or wait.revoked):
+                queue = self._add_waiters[wait.product]
+                if wait in queue:
+                    queue.remove(wait)
+            if wait.closed:
                 raise MarketClosedError()
-            if waiter.revoked:
+            if wait.revoked:
                 raise CartRevokedError(cart_id)
-            got = taken + waiter.received
-            return self._logged("add", got, cart_id, product, quantity, timeout)
+            got = wait.taken + wait.received
+        return self._logged("add", got, cart_id, wait.product, wait.quantity, wait.timeout)
 
     def remove_from_cart(self, cart_id: int, product: Product) -> bool:
         """Put one unit of ``product`` back on sale; False if the cart has none."""
@@ -372,11 +461,11 @@ class Marketplace:
             for add_queue in self._add_waiters.values():
                 for waiter in add_queue:
                     waiter.closed = True
-                    waiter.signal.release()
+                    waiter.wake()
             for publish_queue in self._publish_waiters.values():
                 for waiter in publish_queue:
                     waiter.closed = True
-                    waiter.signal.release()
+                    waiter.wake()
             self._add_waiters.clear()
             self._publish_waiters.clear()
         if self._log:
@@ -546,7 +635,7 @@ class Marketplace:
             for waiter in [w for w in queue if w.cart_id == cart_id]:
                 queue.remove(waiter)
                 waiter.revoked = True
-                waiter.signal.release()
+                waiter.wake()
         cart = self._carts[cart_id]
         released = 0
         for product, units in cart.items():
@@ -565,7 +654,7 @@ class Marketplace:
             waiter.received += 1
             if waiter.received == waiter.needed:
                 waiters.popleft()
-                waiter.signal.release()
+                waiter.wake()
             return
         queue = self._on_sale.get(product)
         if queue is None:
@@ -599,7 +688,7 @@ class Marketplace:
             self._published += 1
             self._put_on_sale(producer_id, waiter.product)
             waiter.done = True
-            waiter.signal.release()
+            waiter.wake()
 
     def _cart(self, cart_id: int) -> dict[Product, list[int]]:
         if type(cart_id) is not int:  # bool too: True is not cart 1

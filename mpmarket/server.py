@@ -36,7 +36,9 @@ a file or the environment, never a constant, never logged.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import itertools
 import os
 import pickle
 import secrets
@@ -50,6 +52,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
 from mpmarket import __version__
+from mpmarket.dispatch import ConnectionLoop, Served
 from mpmarket.errors import MarketUnavailableError, VersionMismatchError
 from mpmarket.lifeline import Lifeline
 from mpmarket.marketplace import MarketBooks, Marketplace, MarketSnapshot, MarketWaits
@@ -221,8 +224,8 @@ def _exit_when_orphaned(run_pid: int) -> None:
 class _Session:
     """The second well-known object: the hello of each connection, and who is here.
 
-    Connections are served one thread each, so a client is keyed by its
-    thread. ``_lock`` guards ``_clients`` only; it is never held together
+    Each connection is known by a key the server gives it when it attaches.
+    ``_lock`` guards ``_peers`` and ``_clients``; it is never held together
     with the market's lock.
     """
 
@@ -232,29 +235,30 @@ class _Session:
         self._clients: dict[int, tuple[str, str, str, float]] = {}
         self.refused = 0
 
-    def opened(self, peer: str) -> None:
+    def opened(self, client: int, peer: str) -> None:
         with self._lock:
-            self._peers[threading.get_ident()] = peer
+            self._peers[client] = peer
 
-    def closed(self) -> None:
+    def closed(self, client: int) -> None:
         with self._lock:
-            self._peers.pop(threading.get_ident(), None)
-            self._clients.pop(threading.get_ident(), None)
+            self._peers.pop(client, None)
+            self._clients.pop(client, None)
 
     def connections(self) -> int:
         with self._lock:
             return len(self._peers)
 
-    def hello(self, version: object, protocol: object, role: object, name: object) -> tuple:
+    def hello(
+        self, client: int, version: object, protocol: object, role: object, name: object
+    ) -> tuple:
         """Record the client if its versions match ours; return ours either way."""
         ours = (__version__, PROTOCOL_VERSION)
         with self._lock:
             if (version, protocol) != ours:
                 self.refused += 1
                 return ours
-            me = threading.get_ident()
-            peer = self._peers.get(me, "?")
-            self._clients[me] = (str(name)[:100], str(role)[:20], peer, time.monotonic())
+            peer = self._peers.get(client, "?")
+            self._clients[client] = (str(name)[:100], str(role)[:20], peer, time.monotonic())
         return ours
 
     def agents(self) -> tuple[AgentInfo, ...]:
@@ -265,6 +269,20 @@ class _Session:
         return tuple(
             AgentInfo(name, role, peer, now - since) for name, role, peer, since in clients
         )
+
+
+class _SessionOf:
+    """The session as one connection sees it: its hello is its own."""
+
+    def __init__(self, session: _Session, client: int) -> None:
+        self._session = session
+        self._client = client
+
+    def hello(self, version: object, protocol: object, role: object, name: object) -> tuple:
+        return self._session.hello(self._client, version, protocol, role, name)
+
+    def agents(self) -> tuple[AgentInfo, ...]:
+        return self._session.agents()
 
 
 def _peer_of(conn: connection.Connection) -> str:
@@ -278,11 +296,16 @@ def _peer_of(conn: connection.Connection) -> str:
 
 
 class _MarketServer(managers.Server):
-    """The stock manager server with a deep backlog and the market installed.
+    """The manager server with a deep backlog, the market installed, one serving thread.
 
-    Only ``accept_connection`` (and, for a local run's server, ``shutdown``)
-    may start a connection; no fallback methods (``#GETVALUE`` would try to
-    pickle the market itself).
+    The accepting thread hands each new connection to a short-lived thread
+    for the authentication handshake (blocking code of the standard library,
+    bounded here by ``HANDSHAKE_TIMEOUT``); an authenticated
+    ``accept_connection`` is then served by the ``ConnectionLoop``, on one
+    thread for all connections (see ``mpmarket.dispatch``). Only
+    ``accept_connection`` (and, for a local run's server, ``shutdown``) may
+    start a connection; no fallback methods (``#GETVALUE`` would try to pickle
+    the market itself).
     """
 
     public: ClassVar[list[str]] = ["accept_connection", "shutdown"]
@@ -306,18 +329,54 @@ class _MarketServer(managers.Server):
             raise RuntimeError("the market server started without a market")
         if not remote_shutdown:
             self.public = ["accept_connection"]
+        self.market = market
         self.stop_event = threading.Event()  # serve_forever sets it again; harmless
         self.session = _Session()
-        self.id_to_obj[MARKET_IDENT] = (market, set(EXPOSED), None)
-        self.id_to_obj[SESSION_IDENT] = (self.session, set(SESSION_EXPOSED), None)
+        self.loop = ConnectionLoop(market)
+        self._client_keys = itertools.count(1)
 
-    def serve_client(self, conn: connection.Connection) -> None:
-        conn.__class__ = _FastConnection  # accepted as a stock Connection
-        self.session.opened(_peer_of(conn))
+    def accepter(self) -> None:
+        """Start the serving loop, then accept connections until the process ends."""
+        threading.Thread(target=self.loop.run, name="market-loop", daemon=True).start()
+        while True:
+            try:
+                conn = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._handshake, args=(conn,), daemon=True).start()
+
+    def _handshake(self, conn: connection.Connection) -> None:
+        """Authenticate a new connection and hand it to the loop, or close it."""
+        adopted = False
         try:
-            super().serve_client(conn)
+            conn.__class__ = _FastConnection  # accepted as a stock Connection
+            _set_receive_timeout(conn.fileno(), HANDSHAKE_TIMEOUT)
+            connection.deliver_challenge(conn, self.authkey)
+            connection.answer_challenge(conn, self.authkey)
+            method = conn.recv()[1]
+            if method not in self.public:
+                conn.send(("#TRACEBACK", f"{method!r} unrecognized"))
+            elif method == "shutdown":
+                self.shutdown(conn)
+            else:
+                conn.send(("#RETURN", None))
+                _set_receive_timeout(conn.fileno(), 0)
+                self._adopt(conn)
+                adopted = True
+        except Exception:  # a failed or timed-out handshake: just drop it
+            pass
         finally:
-            self.session.closed()
+            if not adopted:
+                conn.close()
+
+    def _adopt(self, conn: connection.Connection) -> None:
+        client = next(self._client_keys)
+        self.session.opened(client, _peer_of(conn))
+        served: Served = {
+            MARKET_IDENT: (self.market, frozenset(EXPOSED)),
+            SESSION_IDENT: (_SessionOf(self.session, client), frozenset(SESSION_EXPOSED)),
+        }
+        self.loop.adopt(conn, served, functools.partial(self.session.closed, client))
 
 
 # How long a stopping ``mpmarket serve`` waits for attached clients to see the

@@ -1,0 +1,390 @@
+"""One thread serving every connection of the market server.
+
+The stock manager server gives each connection a thread of its own: with 48
+agents, 48 threads take turns on one GIL, and every product handed to a
+waiting consumer wakes a blocked thread, which then queues for the GIL behind
+the others. Here one thread reads every connection through a selector, runs
+each call on the market and writes its answer. A call that has to wait (an add
+with too few units on sale, a publish of a full producer) is parked in the
+market with a callback; its answer goes out the moment a publish, remove or
+release completes it, or when its timeout passes. No thread ever waits for a
+product and no thread is ever woken for one.
+
+The wire format is the manager's own: ``multiprocessing.connection`` framing
+(a 4-byte big-endian length, or -1 and an 8-byte one) around pickled
+``(ident, method, args, kwds)`` requests and ``("#RETURN", result)`` /
+``("#ERROR", exception)`` answers, so a stock ``BaseProxy`` works unchanged.
+Connections arrive authenticated: the handshake is blocking code of the
+standard library, so the server runs it on a short-lived thread per
+connection (bounded by a timeout) and then hands the socket over (``adopt``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import pickle
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing import connection
+from traceback import format_exc
+from typing import Any
+
+from mpmarket.marketplace import AddWait, Marketplace, PublishWait
+
+__all__ = ["ConnectionLoop", "Served"]
+
+# What one connection may reach: well-known identity -> (object, its exposed methods).
+Served = dict[str, tuple[Any, frozenset[str]]]
+
+_log = logging.getLogger(__name__)
+
+_SIZE = struct.Struct("!i")
+_LONG_SIZE = struct.Struct("!Q")
+_LONG = 0x7FFFFFFF  # longer messages: -1, then an 8-byte length (the stock framing)
+_RECV_BYTES = 256 * 1024
+_DUMPS = pickle.dumps
+_LOADS = pickle.loads
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+# -- the calls that may wait ---------------------------------------------------
+# Each: start(market, wake, *args, **kwds) -> result or a wait; finish(market,
+# wait) -> result. The signatures are those of the Marketplace methods, so a
+# call with wrong arguments fails as it would there (TypeError, sent back).
+
+
+def _start_add_many(
+    market: Marketplace, wake: Callable[[], None], cart_id: int, product: Any, quantity: int,
+    timeout: float = 0.0,
+) -> int | AddWait:  # fmt: skip
+    return market.start_add(cart_id, product, quantity, timeout, wake)
+
+
+def _start_add_to_cart(
+    market: Marketplace, wake: Callable[[], None], cart_id: int, product: Any, timeout: float = 0.0
+) -> bool | AddWait:
+    outcome = market.start_add(cart_id, product, 1, timeout, wake)
+    return outcome if isinstance(outcome, AddWait) else outcome == 1
+
+
+def _finish_add_to_cart(market: Marketplace, wait: AddWait) -> bool:
+    return market.finish_add(wait) == 1
+
+
+def _start_publish(
+    market: Marketplace, wake: Callable[[], None], producer_id: int, product: Any,
+    timeout: float = 0.0,
+) -> bool | PublishWait:  # fmt: skip
+    return market.start_publish(producer_id, product, timeout, wake)
+
+
+_WAITING_CALLS: dict[str, tuple[Callable[..., Any], Callable[[Marketplace, Any], Any]]] = {
+    "add_many": (_start_add_many, Marketplace.finish_add),
+    "add_to_cart": (_start_add_to_cart, _finish_add_to_cart),
+    "publish": (_start_publish, Marketplace.finish_publish),
+}
+
+
+# -- connections and parked calls ----------------------------------------------
+
+
+@dataclass(eq=False)
+class _Client:
+    """One adopted connection: its socket, what it may reach, and its buffers."""
+
+    sock: socket.socket
+    served: Served
+    on_close: Callable[[], None]
+    inbox: bytes = b""  # the start of a message not complete yet
+    outbox: bytearray = field(default_factory=bytearray)  # what the socket did not take
+    parked: _Parked | None = None  # the call waiting in the market, if any
+    backlog: deque[bytes] = field(default_factory=deque)  # requests sent meanwhile
+    closed: bool = False
+
+
+class _Parked:
+    """A call waiting in the market: answered when woken or when its time is up."""
+
+    __slots__ = ("client", "deadline", "done", "finish", "loop", "wait")
+
+    def __init__(
+        self, loop: ConnectionLoop, client: _Client, finish: Callable[[Marketplace, Any], Any]
+    ) -> None:
+        self.loop = loop
+        self.client = client
+        self.finish = finish
+        self.wait: AddWait | PublishWait | None = None
+        self.deadline = 0.0
+        self.done = False
+
+    def wake(self) -> None:
+        """Called by the market, its lock held: queue the answer, never block."""
+        self.loop._woken.append(self)
+        if threading.get_ident() != self.loop._thread_id:  # a lease or a stop, say
+            self.loop._kick()
+
+
+class ConnectionLoop:
+    """Serves the adopted connections of one market on the calling thread (``run``).
+
+    ``adopt`` and ``stop`` may be called from any thread; everything else
+    happens on the loop's thread.
+    """
+
+    def __init__(self, market: Marketplace) -> None:
+        self.market = market
+        self._selector = selectors.DefaultSelector()
+        self._waker, self._kicker = socket.socketpair()
+        self._waker.setblocking(False)
+        self._kicker.setblocking(False)
+        self._selector.register(self._waker, selectors.EVENT_READ, None)
+        self._arrivals: deque[_Client] = deque()
+        self._woken: deque[_Parked] = deque()
+        self._deadlines: list[tuple[float, int, _Parked]] = []
+        self._order = itertools.count()  # ties between equal deadlines
+        self._parked = 0
+        self._clients: set[_Client] = set()
+        self._thread_id: int | None = None
+        self._stopping = False
+
+    # -- any thread ------------------------------------------------------------
+
+    def adopt(
+        self, conn: connection.Connection, served: Served, on_close: Callable[[], None]
+    ) -> None:
+        """Serve an authenticated connection from now on; ``on_close`` runs when it ends."""
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        conn.close()
+        sock.setblocking(False)
+        self._arrivals.append(_Client(sock, served, on_close))
+        self._kick()
+
+    def stop(self) -> None:
+        """Close every connection and leave ``run``."""
+        self._stopping = True
+        self._kick()
+
+    def _kick(self) -> None:
+        with contextlib.suppress(OSError):  # a wake-up is pending already, or stopped
+            self._kicker.send(b"\0")
+
+    # -- the loop's thread -----------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until ``stop``: read, call, answer, and answer parked calls."""
+        self._thread_id = threading.get_ident()
+        select = self._selector.select
+        try:
+            while not self._stopping:
+                for key, mask in select(self._timeout()):
+                    client = key.data
+                    if client is None:
+                        self._take_arrivals()
+                        continue
+                    try:
+                        if mask & selectors.EVENT_WRITE:
+                            self._flush(client)
+                        if mask & selectors.EVENT_READ and not client.closed:
+                            self._read(client)
+                    except Exception:  # a bug must not take every client down
+                        _log.exception("serving a connection failed; closing it")
+                        self._close(client)
+                if self._deadlines:
+                    self._expire()
+                if self._woken:
+                    self._answer_woken()
+        finally:
+            for client in list(self._clients):
+                self._close(client)
+            self._selector.close()
+            self._waker.close()
+            self._kicker.close()
+
+    def _timeout(self) -> float | None:
+        if self._woken or self._arrivals:
+            return 0.0
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].done:
+            heapq.heappop(deadlines)
+        if not deadlines:
+            return None
+        return max(0.0, deadlines[0][0] - time.monotonic())
+
+    def _take_arrivals(self) -> None:
+        try:
+            while self._waker.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._arrivals:
+            client = self._arrivals.popleft()
+            self._clients.add(client)
+            self._selector.register(client.sock, selectors.EVENT_READ, client)
+
+    def _read(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(client)
+            return
+        if client.inbox:
+            data = client.inbox + data
+        end = len(data)
+        at = 0
+        while end - at >= 4:
+            (size,) = _SIZE.unpack_from(data, at)
+            start = at + 4
+            if size == -1:
+                if end - at < 12:
+                    break
+                (size,) = _LONG_SIZE.unpack_from(data, start)
+                start += 8
+            if end - start < size:
+                break
+            message = data[start : start + size]
+            at = start + size
+            if client.parked is None:
+                self._serve(client, message)
+                if client.closed:
+                    return
+            else:  # clients ask one thing at a time; keep the rest in order
+                client.backlog.append(message)
+        client.inbox = data[at:] if at < end else b""
+
+    def _serve(self, client: _Client, message: bytes) -> None:
+        """Run one request; answer it now unless it parked in the market."""
+        try:
+            ident, method, args, kwds = _LOADS(message)
+            obj, exposed = client.served[ident]
+            if method not in exposed:
+                raise AttributeError(f"method {method!r} is not exposed by {ident!r}")
+        except Exception:
+            self._answer(client, ("#TRACEBACK", format_exc()))
+            return
+        waiting = _WAITING_CALLS.get(method) if obj is self.market else None
+        try:
+            if waiting is None:
+                answer = ("#RETURN", getattr(obj, method)(*args, **kwds))
+            else:
+                start, finish = waiting
+                parked = _Parked(self, client, finish)
+                outcome = start(obj, parked.wake, *args, **kwds)
+                if isinstance(outcome, (AddWait, PublishWait)):
+                    self._park(parked, outcome)
+                    answer = None
+                else:
+                    answer = ("#RETURN", outcome)
+        except Exception as error:
+            answer = ("#ERROR", error)
+        if self._woken:  # calls this one completed are answered first
+            self._answer_woken()
+        if answer is not None:
+            self._answer(client, answer)
+
+    def _park(self, parked: _Parked, wait: AddWait | PublishWait) -> None:
+        parked.wait = wait
+        parked.deadline = time.monotonic() + wait.timeout
+        parked.client.parked = parked
+        self._parked += 1
+        heapq.heappush(self._deadlines, (parked.deadline, next(self._order), parked))
+        if len(self._deadlines) > 2 * self._parked + 1024:  # drop answered entries
+            self._deadlines = [entry for entry in self._deadlines if not entry[2].done]
+            heapq.heapify(self._deadlines)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            parked = heapq.heappop(deadlines)[2]
+            if not parked.done:
+                self._unpark(parked)
+
+    def _answer_woken(self) -> None:
+        woken = self._woken
+        while woken:
+            parked = woken.popleft()
+            if not parked.done:
+                self._unpark(parked)
+
+    def _unpark(self, parked: _Parked) -> None:
+        """Finish a parked call in the market and answer it; then its client's backlog."""
+        parked.done = True
+        self._parked -= 1
+        client = parked.client
+        client.parked = None
+        try:
+            answer = ("#RETURN", parked.finish(self.market, parked.wait))
+        except Exception as error:
+            answer = ("#ERROR", error)
+        if client.closed:
+            return
+        self._answer(client, answer)
+        while client.backlog and client.parked is None and not client.closed:
+            self._serve(client, client.backlog.popleft())
+
+    def _answer(self, client: _Client, answer: tuple[str, Any]) -> None:
+        try:
+            payload = _DUMPS(answer, _PROTOCOL)
+        except Exception:
+            payload = _DUMPS(("#UNSERIALIZABLE", format_exc()), _PROTOCOL)
+        size = len(payload)
+        if size <= _LONG:
+            self._write(client, _SIZE.pack(size) + payload)
+        else:
+            self._write(client, _SIZE.pack(-1) + _LONG_SIZE.pack(size) + payload)
+
+    def _write(self, client: _Client, data: bytes) -> None:
+        if client.outbox:  # still sending an earlier answer: keep the order
+            client.outbox += data
+            return
+        try:
+            sent = client.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(client)
+            return
+        if sent < len(data):
+            client.outbox += memoryview(data)[sent:]
+            self._selector.modify(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+
+    def _flush(self, client: _Client) -> None:
+        try:
+            sent = client.sock.send(client.outbox)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(client)
+            return
+        del client.outbox[:sent]
+        if not client.outbox:
+            self._selector.modify(client.sock, selectors.EVENT_READ, client)
+
+    def _close(self, client: _Client) -> None:
+        """Forget a connection; a call it left parked ends now (its cart keeps its units)."""
+        if client.closed:
+            return
+        client.closed = True
+        self._clients.discard(client)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(client.sock)
+        client.sock.close()
+        parked = client.parked
+        if parked is not None and not parked.done:
+            self._unpark(parked)
+        client.backlog.clear()
+        client.on_close()
