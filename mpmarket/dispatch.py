@@ -148,6 +148,8 @@ class ConnectionLoop:
         self._waker.setblocking(False)
         self._kicker.setblocking(False)
         self._selector.register(self._waker, selectors.EVENT_READ, None)
+        self._buffer = bytearray(_RECV_BYTES)
+        self._view = memoryview(self._buffer)
         self._arrivals: deque[_Client] = deque()
         self._woken: deque[_Parked] = deque()
         self._deadlines: list[tuple[float, int, _Parked]] = []
@@ -199,10 +201,13 @@ class ConnectionLoop:
                     except Exception:  # a bug must not take every client down
                         _log.exception("serving a connection failed; closing it")
                         self._close(client)
-                if self._deadlines:
-                    self._expire()
-                if self._woken:
-                    self._answer_woken()
+                try:
+                    if self._deadlines:
+                        self._expire()
+                    if self._woken:
+                        self._answer_woken()
+                except Exception:  # the same: log it, keep serving the others
+                    _log.exception("answering a parked call failed")
         finally:
             for client in list(self._clients):
                 self._close(client)
@@ -232,17 +237,25 @@ class ConnectionLoop:
             self._selector.register(client.sock, selectors.EVENT_READ, client)
 
     def _read(self, client: _Client) -> None:
+        """Read what the socket has; serve every complete request in it, in order.
+
+        Reads go into one buffer of the loop (a fresh 256 KiB object per read
+        would cost a memory mapping each time); only requests and the start of
+        an incomplete one are copied out.
+        """
         try:
-            data = client.sock.recv(_RECV_BYTES)
+            received = client.sock.recv_into(self._buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
-        if not data:
+            received = 0
+        if not received:
             self._close(client)
             return
         if client.inbox:
-            data = client.inbox + data
+            data: bytes | memoryview = client.inbox + self._view[:received]
+        else:
+            data = self._view[:received]
         end = len(data)
         at = 0
         while end - at >= 4:
@@ -255,7 +268,7 @@ class ConnectionLoop:
                 start += 8
             if end - start < size:
                 break
-            message = data[start : start + size]
+            message = bytes(data[start : start + size])
             at = start + size
             if client.parked is None:
                 self._serve(client, message)
@@ -263,7 +276,7 @@ class ConnectionLoop:
                     return
             else:  # clients ask one thing at a time; keep the rest in order
                 client.backlog.append(message)
-        client.inbox = data[at:] if at < end else b""
+        client.inbox = bytes(data[at:]) if at < end else b""
 
     def _serve(self, client: _Client, message: bytes) -> None:
         """Run one request; answer it now unless it parked in the market."""

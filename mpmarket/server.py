@@ -1,7 +1,11 @@
 """The market server: one Marketplace hosted by a ``BaseManager`` process.
 
 This is the only module that touches ``multiprocessing.managers``. It adds
-three things to the stock manager:
+these to the stock manager:
+
+- **One serving thread.** Authenticated connections are served by one
+  event loop (``mpmarket.dispatch``) instead of a thread each; calls that wait
+  are parked in the market and answered when complete. Same wire format.
 
 - **One well-known object.** The server installs its Marketplace under the
   fixed identity ``"market"`` when it starts, so a worker attaches with just
@@ -10,8 +14,9 @@ three things to the stock manager:
 - **Connect storms.** The stock listener has a backlog of 16; hundreds of
   agents connecting at once overflow it and, as the client speaks second in
   the handshake, some of them wait forever for a challenge that never comes.
-  The server listens with a deep backlog and clients bound every step of the
-  handshake with a timeout, retrying until their attach deadline.
+  The server listens with a deep backlog, runs each handshake on a short-lived
+  thread bounded by a timeout, and clients bound every step of theirs too,
+  retrying until their attach deadline.
 - **Named failures.** Transport errors of a proxy (``EOFError``,
   ``ConnectionError``) become ``MarketUnavailableError``, raised from the
   original, and a bad authkey reads "authentication failed for HOST:PORT".
@@ -397,7 +402,7 @@ LEASE_CHECK_S = 1.0
 class ServedMarket:
     """A market served on threads of this process: ``mpmarket serve``.
 
-    The accepting thread and one thread per connection are daemons: ``stop()``
+    The accepting and serving threads are daemons: ``stop()``
     closes the market, lets attached clients see it and leave, and the process
     then exits with them. The stock listener cannot be closed under its
     accepting thread (it would spin on the closed socket), so a ServedMarket
