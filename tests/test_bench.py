@@ -7,6 +7,7 @@ what is asserted is the JSON schema and that the counts agree with each other.
 from __future__ import annotations
 
 import json
+import runpy
 import sys
 import types
 from pathlib import Path
@@ -407,3 +408,18 @@ def test_course_skips_a_deadlocked_case(
     assert tiny["checks"] == {"ok": False, "correct": False, "deadlock_free": False}
     assert median(tiny, "agents") == 2
     assert all(tiny["figures"][name] is None for name in COURSE_FIGURES - {"agents"})
+
+
+def _churn_model():
+    """docs/churn_model.py, the model the README reads the churn figures against."""
+    path = Path(__file__).resolve().parent.parent / "docs" / "churn_model.py"
+    return runpy.run_path(str(path))["ChurnModel"]
+
+
+def test_the_churn_model_is_bound_by_patience_at_4x8():
+    """The README's claim: at 4x8 a longer patience means fewer products a second."""
+    model = _churn_model()
+    rates = [model(4, 8, patience, 50e-6).run(1.0)[0] for patience in (0.002, 0.005, 0.010)]
+    assert rates[0] > rates[1] > rates[2] > 0
+    fast = model(4, 8, 0.005, 10e-6).run(1.0)[0]
+    assert fast < 2 * rates[1]  # a 5x faster round trip does not even double it
