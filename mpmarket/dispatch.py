@@ -59,21 +59,14 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 # -- the calls that may wait ---------------------------------------------------
 # Each: start(market, wake, *args, **kwds) -> result or a wait; finish(market,
-# wait) -> result. The signatures are those of the Marketplace methods, so a
-# call with wrong arguments fails as it would there (TypeError, sent back).
-
-
-def _start_add_many(
-    market: Marketplace, wake: Callable[[], None], cart_id: int, product: Any, quantity: int,
-    timeout: float = 0.0,
-) -> int | AddWait:  # fmt: skip
-    return market.start_add(cart_id, product, quantity, timeout, wake)
+# wait) -> result. The arguments after ``wake`` are those of the exposed
+# method, so a call with wrong ones fails as it would there (TypeError, sent back).
 
 
 def _start_add_to_cart(
     market: Marketplace, wake: Callable[[], None], cart_id: int, product: Any, timeout: float = 0.0
 ) -> bool | AddWait:
-    outcome = market.start_add(cart_id, product, 1, timeout, wake)
+    outcome = market.start_add(wake, cart_id, product, 1, timeout)
     return outcome if isinstance(outcome, AddWait) else outcome == 1
 
 
@@ -81,17 +74,10 @@ def _finish_add_to_cart(market: Marketplace, wait: AddWait) -> bool:
     return market.finish_add(wait) == 1
 
 
-def _start_publish(
-    market: Marketplace, wake: Callable[[], None], producer_id: int, product: Any,
-    timeout: float = 0.0,
-) -> bool | PublishWait:  # fmt: skip
-    return market.start_publish(producer_id, product, timeout, wake)
-
-
 _WAITING_CALLS: dict[str, tuple[Callable[..., Any], Callable[[Marketplace, Any], Any]]] = {
-    "add_many": (_start_add_many, Marketplace.finish_add),
+    "add_many": (Marketplace.start_add, Marketplace.finish_add),
     "add_to_cart": (_start_add_to_cart, _finish_add_to_cart),
-    "publish": (_start_publish, Marketplace.finish_publish),
+    "publish": (Marketplace.start_publish, Marketplace.finish_publish),
 }
 
 
@@ -115,7 +101,7 @@ class _Client:
 class _Parked:
     """A call waiting in the market: answered when woken or when its time is up."""
 
-    __slots__ = ("client", "deadline", "done", "finish", "loop", "wait")
+    __slots__ = ("client", "done", "finish", "loop", "wait")
 
     def __init__(
         self, loop: ConnectionLoop, client: _Client, finish: Callable[[Marketplace, Any], Any]
@@ -124,7 +110,6 @@ class _Parked:
         self.client = client
         self.finish = finish
         self.wait: AddWait | PublishWait | None = None
-        self.deadline = 0.0
         self.done = False
 
     def wake(self) -> None:
@@ -137,8 +122,8 @@ class _Parked:
 class ConnectionLoop:
     """Serves the adopted connections of one market on the calling thread (``run``).
 
-    ``adopt`` and ``stop`` may be called from any thread; everything else
-    happens on the loop's thread.
+    ``adopt`` may be called from any thread; everything else happens on the
+    loop's thread, which serves as long as its process lives.
     """
 
     def __init__(self, market: Marketplace) -> None:
@@ -154,10 +139,8 @@ class ConnectionLoop:
         self._woken: deque[_Parked] = deque()
         self._deadlines: list[tuple[float, int, _Parked]] = []
         self._order = itertools.count()  # ties between equal deadlines
-        self._parked = 0
         self._clients: set[_Client] = set()
         self._thread_id: int | None = None
-        self._stopping = False
 
     # -- any thread ------------------------------------------------------------
 
@@ -171,11 +154,6 @@ class ConnectionLoop:
         self._arrivals.append(_Client(sock, served, on_close))
         self._kick()
 
-    def stop(self) -> None:
-        """Close every connection and leave ``run``."""
-        self._stopping = True
-        self._kick()
-
     def _kick(self) -> None:
         with contextlib.suppress(OSError):  # a wake-up is pending already, or stopped
             self._kicker.send(b"\0")
@@ -183,11 +161,11 @@ class ConnectionLoop:
     # -- the loop's thread -----------------------------------------------------
 
     def run(self) -> None:
-        """Serve until ``stop``: read, call, answer, and answer parked calls."""
+        """Serve for good: read, call, answer, and answer parked calls."""
         self._thread_id = threading.get_ident()
         select = self._selector.select
         try:
-            while not self._stopping:
+            while True:
                 for key, mask in select(self._timeout()):
                     client = key.data
                     if client is None:
@@ -208,7 +186,7 @@ class ConnectionLoop:
                         self._answer_woken()
                 except Exception:  # the same: log it, keep serving the others
                     _log.exception("answering a parked call failed")
-        finally:
+        finally:  # only an error of the loop itself gets here: hang up, never hang
             for client in list(self._clients):
                 self._close(client)
             self._selector.close()
@@ -310,11 +288,11 @@ class ConnectionLoop:
 
     def _park(self, parked: _Parked, wait: AddWait | PublishWait) -> None:
         parked.wait = wait
-        parked.deadline = time.monotonic() + wait.timeout
         parked.client.parked = parked
-        self._parked += 1
-        heapq.heappush(self._deadlines, (parked.deadline, next(self._order), parked))
-        if len(self._deadlines) > 2 * self._parked + 1024:  # drop answered entries
+        deadline = time.monotonic() + wait.timeout
+        heapq.heappush(self._deadlines, (deadline, next(self._order), parked))
+        # At most one parked call a client: past that, entries are answered ones.
+        if len(self._deadlines) > 2 * len(self._clients) + 1024:
             self._deadlines = [entry for entry in self._deadlines if not entry[2].done]
             heapq.heapify(self._deadlines)
 
@@ -336,7 +314,6 @@ class ConnectionLoop:
     def _unpark(self, parked: _Parked) -> None:
         """Finish a parked call in the market and answer it; then its client's backlog."""
         parked.done = True
-        self._parked -= 1
         client = parked.client
         client.parked = None
         try:

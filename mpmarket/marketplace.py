@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mpmarket.errors import (
     CartRevokedError,
@@ -203,11 +203,22 @@ class PublishWait:
         self.wake = wake
 
 
-def _one_shot() -> threading.Lock:
-    """A signal for a thread to block on until its wait's ``wake`` releases it."""
+def _blocking(
+    start: Callable[..., object], finish: Callable[[Any], object], timeout: float, *args: object
+) -> Any:
+    """Run a split call on this thread: start it, block until woken or timed out, finish.
+
+    The signal is a one-shot lock: acquired here once, released by the wake.
+    """
+    if type(timeout) not in (int, float) or not timeout > 0:  # start() checks it
+        return start(None, *args, timeout)
     signal = threading.Lock()
     signal.acquire()
-    return signal
+    outcome = start(signal.release, *args, timeout)
+    if not isinstance(outcome, (AddWait, PublishWait)):
+        return outcome
+    signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
+    return finish(outcome)
 
 
 def _check_count(name: str, value: object) -> int:
@@ -283,15 +294,10 @@ class Marketplace:
         on sale; with a ``timeout`` it waits that long for a slot and is
         published the moment one frees.
         """
-        signal = _one_shot() if type(timeout) in (int, float) and timeout > 0 else None
-        outcome = self.start_publish(producer_id, product, timeout, signal and signal.release)
-        if type(outcome) is bool:
-            return outcome
-        signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))  # type: ignore[union-attr]
-        return self.finish_publish(outcome)
+        return _blocking(self.start_publish, self.finish_publish, timeout, producer_id, product)
 
     def start_publish(
-        self, producer_id: int, product: Product, timeout: float, wake: Wake | None
+        self, wake: Wake | None, producer_id: int, product: Product, timeout: float = 0.0
     ) -> bool | PublishWait:
         """``publish`` without blocking: its result, or a wait for ``finish_publish``.
 
@@ -357,15 +363,15 @@ class Marketplace:
         units published meanwhile go straight into the cart. One call instead
         of ``quantity`` round trips through a proxy.
         """
-        signal = _one_shot() if type(timeout) in (int, float) and timeout > 0 else None
-        outcome = self.start_add(cart_id, product, quantity, timeout, signal and signal.release)
-        if type(outcome) is int:
-            return outcome
-        signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))  # type: ignore[union-attr]
-        return self.finish_add(outcome)
+        return _blocking(self.start_add, self.finish_add, timeout, cart_id, product, quantity)
 
     def start_add(
-        self, cart_id: int, product: Product, quantity: int, timeout: float, wake: Wake | None
+        self,
+        wake: Wake | None,
+        cart_id: int,
+        product: Product,
+        quantity: int,
+        timeout: float = 0.0,
     ) -> int | AddWait:
         """``add_many`` without blocking: its result, or a wait for ``finish_add``.
 
