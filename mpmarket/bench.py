@@ -108,7 +108,7 @@ from mpmarket.errors import (
 from mpmarket.lifeline import stop_processes
 from mpmarket.marketplace import MarketBooks
 from mpmarket.products import Product
-from mpmarket.runner import LocalRun, RunObserver, RunReport, default_start_method
+from mpmarket.runner import LocalRun, RunObserver, RunReport, process_context
 from mpmarket.server import (
     ATTACH_TIMEOUT,
     Address,
@@ -321,10 +321,6 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def _quiet(_message: str) -> None:
     return None
-
-
-def _context(start_method: str | None) -> BaseContext:
-    return multiprocessing.get_context(start_method or default_start_method())
 
 
 # -- benchmark processes ---------------------------------------------------------
@@ -609,7 +605,7 @@ def run_floor(
     progress: Progress = _quiet,
 ) -> BenchResult:
     """The cost of a no-op manager call from ``clients`` processes, ``calls`` each."""
-    ctx = _context(start_method)
+    ctx = process_context(start_method)
     rounds: dict[int, list[dict[str, float | None]]] = {n: [] for n in clients}
     for number in range(repeat):
         for n in clients:
@@ -774,7 +770,7 @@ def run_churn(
     progress: Progress = _quiet,
 ) -> BenchResult:
     """Products bought per second under full load, per size, against the floor."""
-    ctx = _context(start_method)
+    ctx = process_context(start_method)
     floors: list[dict[str, float | None]] = []
     rounds: dict[tuple[int, int], list[dict[str, float | None]]] = {size: [] for size in sizes}
     checks: dict[tuple[int, int], dict[str, bool]] = {size: {} for size in sizes}
@@ -925,7 +921,7 @@ def run_latency(
     progress: Progress = _quiet,
 ) -> BenchResult:
     """Publish-to-obtained latency to waiting consumers, against the 1-client round trip."""
-    ctx = _context(start_method)
+    ctx = process_context(start_method)
     floors: list[dict[str, float | None]] = []
     rounds: dict[int, list[dict[str, float | None]]] = {n: [] for n in consumers}
     for number in range(repeat):
@@ -1029,7 +1025,7 @@ def run_scale(
     """Start-up time and memory of a run of ``agents``, and the server's RSS over a churn."""
     if agents < 2:
         raise ValueError("scale needs at least 2 agents (a producer and a consumer)")
-    ctx = _context(start_method)
+    ctx = process_context(start_method)
     scale_rounds: list[dict[str, float | None]] = []
     leak_rounds: list[dict[str, float | None]] = []
     scale_checks = {"ok": True, "bought_all": True}

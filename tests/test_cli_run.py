@@ -67,6 +67,18 @@ def test_other_start_methods(start_method, tmp_path):
     assert bought_lines(result.stdout) == expected_purchases(load_workload(config))
 
 
+def test_forkserver_preloads_the_modules_the_run_imported():
+    """Without it every agent imported mpmarket, click and rich again, one after the other."""
+    import multiprocessing.forkserver
+
+    import mpmarket.cli  # noqa: F401  (what `mpmarket run` has imported)
+    from mpmarket.runner import process_context
+
+    process_context("forkserver")
+    preload = multiprocessing.forkserver._forkserver._preload_modules
+    assert {"mpmarket.cli", "mpmarket.runner", "mpmarket.agents"} <= set(preload)
+
+
 def test_toml_config_json_report_and_operation_log(tmp_path):
     config = tmp_path / "market.toml"
     config.write_text(TOML_WORKLOAD)
