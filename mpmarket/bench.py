@@ -56,9 +56,12 @@ Figures by benchmark (the name carries the unit):
   publish had started, so it was not waiting), ``p50_us``, ``p90_us``,
   ``p99_us``, ``rt_us`` (the 1-client floor of the same round),
   ``p50_vs_rt``, ``p99_vs_rt``; ``floor`` is the 1-client floor.
-- scale, case "N agents": ``agents``, ``startup_s``, ``wall_s``,
-  ``server_rss_mb``, ``agent_rss_mb`` and ``agent_pss_mb`` (mean per agent),
-  ``agent_pss_max_mb``, ``agents_sampled``; PSS figures are null where
+- scale, case "N agents": ``agents``, ``processes`` (agent processes: fewer
+  with ``agents_per_process``), ``startup_s``, ``wall_s``, ``server_rss_mb``,
+  ``agent_rss_mb`` and ``agent_pss_mb`` (per agent: the agent processes'
+  sum over their agents), ``process_pss_max_mb`` (the largest agent
+  process), ``processes_sampled`` (those still there to be read when all
+  were released); PSS figures are null where
   ``/proc/PID/smaps_rollup`` does not exist. Case "churn PxC": ``seconds``,
   ``bought_per_s``, ``server_rss_start_mb``, ``server_rss_end_mb``,
   ``server_rss_growth_mb``. Checks ``ok`` and ``bought_all`` (the run bought
@@ -959,54 +962,67 @@ def run_latency(
 
 
 class _MemoryObserver(RunObserver):
-    """Takes the memory of the server and of every agent once all are released."""
+    """Takes the memory of the server and of every agent process once all are released.
+
+    ``rss`` and ``pss`` hold (bytes, agents in the process) per process read.
+    """
 
     def __init__(self) -> None:
+        self.run: LocalRun | None = None
         self.server_rss: int | None = None
-        self.agent_rss: list[int] = []
-        self.agent_pss: list[int] = []
+        self.rss: list[tuple[int, int]] = []
+        self.pss: list[tuple[int, int]] = []
 
     def on_started(self, producers: int, consumers: int) -> None:
-        names = {child.pid: child.name for child in multiprocessing.active_children()}
-        server_prefix = MarketManager.__name__ + "-"
-        agents = []
-        for process in psutil.Process().children(recursive=True):
-            name = names.get(process.pid)
-            if name is None:
-                continue  # a helper such as the forkserver
-            if name.startswith(server_prefix):
-                self.server_rss = _rss(process)
-            else:
-                agents.append(process)
+        assert self.run is not None
+        for server in _server_processes():
+            self.server_rss = _rss(server)
+        processes = []
+        for pid, agents in self.run.agent_processes().items():
+            with contextlib.suppress(psutil.Error):
+                processes.append((psutil.Process(pid), agents))
         # RSS of all first (cheap), then PSS: both before consumers start leaving.
-        rss = [_rss(process) for process in agents]
-        self.agent_rss = [value for value in rss if value is not None]
-        pss = [_pss(process) for process in agents]
-        self.agent_pss = [value for value in pss if value is not None]
+        rss = [(_rss(process), agents) for process, agents in processes]
+        self.rss = [(value, agents) for value, agents in rss if value is not None]
+        pss = [(_pss(process), agents) for process, agents in processes]
+        self.pss = [(value, agents) for value, agents in pss if value is not None]
 
 
 def _mb(value: float | None) -> float | None:
     return None if value is None else value / MB
 
 
+def _per_agent(read: list[tuple[int, int]]) -> float | None:
+    """MB per agent of the processes read: their sum over their agents."""
+    return _mb(sum(value for value, _ in read) / sum(n for _, n in read)) if read else None
+
+
 def _scale_round(
-    agents: int, seed: int, start_method: str | None
+    agents: int, seed: int, start_method: str | None, agents_per_process: int = 1
 ) -> tuple[dict[str, float | None], dict[str, bool]]:
     workload = generate(agents // 2, agents - agents // 2, sessions=1, seed=seed)
     observer = _MemoryObserver()
     started = time.perf_counter()
-    report = LocalRun(
-        workload, observer=observer, start_method=start_method, started_at=started
-    ).run()
+    run = observer.run = LocalRun(
+        workload,
+        observer=observer,
+        start_method=start_method,
+        started_at=started,
+        agents_per_process=agents_per_process,
+    )
+    report = run.run()
     figures = {
         "agents": agents,
+        "processes": len(run.agent_processes(alive=False)),
         "startup_s": report.startup_s,
         "wall_s": report.wall_s,
         "server_rss_mb": _mb(observer.server_rss),
-        "agent_rss_mb": _mb(statistics.fmean(observer.agent_rss)) if observer.agent_rss else None,
-        "agent_pss_mb": _mb(statistics.fmean(observer.agent_pss)) if observer.agent_pss else None,
-        "agent_pss_max_mb": _mb(max(observer.agent_pss)) if observer.agent_pss else None,
-        "agents_sampled": len(observer.agent_rss),
+        "agent_rss_mb": _per_agent(observer.rss),
+        "agent_pss_mb": _per_agent(observer.pss),
+        "process_pss_max_mb": _mb(max(value for value, _ in observer.pss))
+        if observer.pss
+        else None,
+        "processes_sampled": len(observer.rss),
     }
     checks = {"ok": report.ok, "bought_all": report.products_bought == workload.products_to_buy}
     return figures, checks
@@ -1020,6 +1036,7 @@ def run_scale(
     seed: int = 0,
     repeat: int = 3,
     start_method: str | None = None,
+    agents_per_process: int = 1,
     progress: Progress = _quiet,
 ) -> BenchResult:
     """Start-up time and memory of a run of ``agents``, and the server's RSS over a churn."""
@@ -1033,7 +1050,7 @@ def run_scale(
     producers, consumers = churn_size
     for number in range(repeat):
         progress(f"scale {agents} agents: round {number + 1} of {repeat}")
-        figures, checks = _scale_round(agents, seed, start_method)
+        figures, checks = _scale_round(agents, seed, start_method, agents_per_process)
         scale_rounds.append(figures)
         scale_checks = {name: scale_checks[name] and ok for name, ok in checks.items()}
         progress(f"scale leak check, churn {producers}x{consumers}: round {number + 1} of {repeat}")
@@ -1056,6 +1073,7 @@ def run_scale(
             leak_checks[name] = leak_checks.get(name, True) and ok
     params = {
         "agents": agents,
+        "agents_per_process": agents_per_process,
         "seed": seed,
         "churn_seconds": churn_seconds,
         "churn_size": f"{producers}x{consumers}",
@@ -1106,6 +1124,7 @@ def run_course(
     *,
     repeat: int = 3,
     start_method: str | None = None,
+    agents_per_process: int = 1,
     progress: Progress = _quiet,
 ) -> BenchResult:
     """Every ``*.in`` of ``directory`` through LocalRun, against the simulated ideal."""
@@ -1136,7 +1155,12 @@ def run_course(
                 continue
             progress(f"course {path.stem}: round {number + 1} of {repeat}")
             started = time.perf_counter()
-            report = LocalRun(workload, start_method=start_method, started_at=started).run()
+            report = LocalRun(
+                workload,
+                start_method=start_method,
+                started_at=started,
+                agents_per_process=agents_per_process,
+            ).run()
             figures = {
                 "agents": len(workload.producers) + len(workload.consumers),
                 "bought": report.products_bought,
@@ -1170,6 +1194,7 @@ def run_course(
     params = {
         "directory": str(directory),
         "cases": len(paths),
+        "agents_per_process": agents_per_process,
         "ideal_available": simulate is not None,
     }
     return BenchResult("course", repeat, params, cases)

@@ -23,6 +23,7 @@ from rich.live import Live
 from mpmarket import __version__
 from mpmarket.authkey import ENV_VAR, Authkey, load_authkey
 from mpmarket.cli_bench import bench
+from mpmarket.cli_options import agents_per_process_option, start_method_option
 from mpmarket.errors import AuthkeyError, MarketUnavailableError, MpmarketError, WorkloadError
 from mpmarket.exitcodes import EPILOG, ExitCode
 from mpmarket.exitcodes import fail as _fail
@@ -39,12 +40,10 @@ from mpmarket.report import (
     result_lines,
 )
 from mpmarket.runner import (
-    START_METHODS,
     AgentDeath,
     LocalRun,
     RunObserver,
     RunReport,
-    default_start_method,
     pick_agents,
 )
 from mpmarket.server import (
@@ -149,13 +148,6 @@ _WORKER_KEY_HELP = (
 
 
 # Options that several commands share, defined once.
-start_method_option = click.option(
-    "--start-method",
-    type=click.Choice(START_METHODS),
-    default=default_start_method(),
-    show_default=True,
-    help="How agent processes are started (env MPMARKET_START_METHOD).",
-)
 json_option = click.option(
     "--json",
     "json_path",
@@ -347,6 +339,7 @@ def _workload(
 @cli.command(epilog=EPILOG)
 @workload_options
 @start_method_option
+@agents_per_process_option
 @log_options
 @json_option
 @html_option
@@ -401,6 +394,7 @@ def run(
     seed: int,
     queue_size: int | None,
     start_method: str,
+    agents_per_process: int,
     log_file: Path | None,
     log_level: str,
     log_max_bytes: int,
@@ -418,7 +412,7 @@ def run(
     fail_fast: bool,
     stall_timeout: float | None,
 ) -> None:
-    """Run a workload: a server process and one process per agent.
+    """Run a workload: a server process and one process per agent (or per N).
 
     CONFIG is a workload file: mpmarket's TOML (*.toml) or the course's JSON
     (anything else). Without CONFIG a workload is generated from --producers
@@ -492,6 +486,7 @@ def run(
             close_market=close_market,
             fail_fast=fail_fast,
             stall_timeout=stall_timeout,
+            agents_per_process=agents_per_process,
         ).run()
     finally:
         observer.close()

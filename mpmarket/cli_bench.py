@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mpmarket import bench as measure
+from mpmarket.cli_options import agents_per_process_option
 from mpmarket.errors import MarketUnavailableError, MpmarketError, WorkloadError
 from mpmarket.exitcodes import ExitCode, fail
 
@@ -52,8 +53,9 @@ FIGURES: dict[str, tuple[str, str]] = {
     "server_rss_mb": ("server RSS MB", "{:.1f}"),
     "agent_rss_mb": ("RSS per agent MB", "{:.2f}"),
     "agent_pss_mb": ("PSS per agent MB", "{:.2f}"),
-    "agent_pss_max_mb": ("max PSS of an agent MB", "{:.2f}"),
-    "agents_sampled": ("agents sampled", "{:,.0f}"),
+    "process_pss_max_mb": ("max PSS of an agent process MB", "{:.2f}"),
+    "processes": ("agent processes", "{:,.0f}"),
+    "processes_sampled": ("processes sampled", "{:,.0f}"),
     "seconds": ("seconds", "{:.1f}"),
     "server_rss_start_mb": ("server RSS at start MB", "{:.1f}"),
     "server_rss_end_mb": ("server RSS at end MB", "{:.1f}"),
@@ -376,6 +378,7 @@ def latency(
     help="PRODUCERSxCONSUMERS of that churn.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the workload.")
+@agents_per_process_option
 @_repeat_option
 @_json_option
 def scale(
@@ -383,6 +386,7 @@ def scale(
     churn_seconds: float,
     churn_size: list[tuple[int, int]],
     seed: int,
+    agents_per_process: int,
     repeat: int,
     json_path: Path | None,
 ) -> None:
@@ -396,6 +400,7 @@ def scale(
             churn_seconds=churn_seconds,
             churn_size=churn_size[0],
             seed=seed,
+            agents_per_process=agents_per_process,
             repeat=repeat,
             progress=progress,
         ),
@@ -406,9 +411,10 @@ def scale(
 @click.argument(
     "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR"
 )
+@agents_per_process_option
 @_repeat_option
 @_json_option
-def course(directory: Path, repeat: int, json_path: Path | None) -> None:
+def course(directory: Path, agents_per_process: int, repeat: int, json_path: Path | None) -> None:
     """Run every *.in of DIR and compare it with the simulated ideal.
 
     Per case: wall, start-up and market time, the ideal (mpmarket.simulate's
@@ -417,5 +423,7 @@ def course(directory: Path, repeat: int, json_path: Path | None) -> None:
     """
     _execute(
         json_path,
-        lambda progress: measure.run_course(directory, repeat=repeat, progress=progress),
+        lambda progress: measure.run_course(
+            directory, repeat=repeat, agents_per_process=agents_per_process, progress=progress
+        ),
     )

@@ -46,8 +46,10 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing import connection
@@ -281,12 +283,11 @@ class RunReport:
 
 @dataclass
 class _Agent:
-    """The runner's view of one agent process."""
+    """The runner's view of one agent (the agents of a process share its pipe)."""
 
     name: str
     role: str
     process: BaseProcess
-    channel: connection.Connection
     done: bool = False  # finished, died or failed: nothing more to wait for
     ident: int | None = None  # its cart id (consumer) or producer id
     stats: dict[str, Any] | None = None  # its AgentStats, sent as it ends
@@ -294,9 +295,12 @@ class _Agent:
     orders: int = 0
 
 
-def _agent_main(
-    role: str,
-    spec: ProducerSpec | ConsumerSpec,
+Member = tuple[str, ProducerSpec | ConsumerSpec]  # an agent of a process: role, spec
+_Send = Callable[..., None]  # send(kind, *fields) on the process's pipe
+
+
+def _process_main(
+    members: list[Member],
     address: Address,
     authkey: bytes,
     channel: connection.Connection,
@@ -304,50 +308,94 @@ def _agent_main(
     stop: Any,
     parent_pid: int,
 ) -> None:
-    """Entry point of an agent process (top level and picklable for spawn)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C
+    """Entry point of an agent process (top level and picklable for spawn).
 
+    One agent runs on the main thread. Several (``agents_per_process``) run a
+    thread each, with a connection each; every message goes through the one
+    pipe tagged with the agent's place in ``members``.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C
     lifeline = Lifeline(parent_pid)
+    sending = threading.Lock()
+
+    def outbox(slot: int) -> _Send:
+        def send(*message: Any) -> None:
+            with sending:
+                channel.send((slot, *message))
+
+        return send
+
+    if len(members) == 1:
+        role, spec = members[0]
+        _agent_main(role, spec, address, authkey, outbox(0), start, stop, lifeline)
+        return
+    threads = [
+        threading.Thread(
+            target=_agent_main,
+            args=(role, spec, address, authkey, outbox(slot), start, stop, lifeline),
+            name=spec.name,
+        )
+        for slot, (role, spec) in enumerate(members)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _agent_main(
+    role: str,
+    spec: ProducerSpec | ConsumerSpec,
+    address: Address,
+    authkey: bytes,
+    send: _Send,
+    start: Any,
+    stop: Any,
+    lifeline: Lifeline,
+) -> None:
+    """One agent, from attaching to its last word on the pipe.
+
+    A failure ends it with SystemExit: the process's exit code, or just the
+    end of its thread when it shares the process.
+    """
 
     def ready(ident: int) -> None:
-        channel.send(("ready", ident))
+        send("ready", ident)
         while not start.wait(PARENT_CHECK_INTERVAL):
             if not lifeline.alive():
                 raise SystemExit(1)
 
     def deliver(_consumer: str, products: list[Product]) -> None:
-        channel.send(("order", products))
+        send("order", products)
 
     stats = AgentStats()
     try:
-        market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role)
+        market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role, name=spec.name)
         if role == "producer":
             try:
                 produce(market, spec, stop, ready, stats)  # type: ignore[arg-type]
             finally:
                 with contextlib.suppress(OSError):
-                    channel.send(("stats", asdict(stats)))
+                    send("stats", asdict(stats))
         else:
             consume(market, spec, deliver, stop, ready, stats)  # type: ignore[arg-type]
-            channel.send(("done", asdict(stats)))
+            send("done", asdict(stats))
     except MarketClosedError:
         if role == "consumer":  # someone else closed the market too early
-            _report_failure(channel, "the market was closed before it finished")
+            _report_failure(send, "the market was closed before it finished")
         with contextlib.suppress(OSError):  # the normal end of a producer
-            channel.send(("closed",))
+            send("closed")
     except MarketUnavailableError as error:
-        _report_failure(channel, str(error), market_lost=True)
+        _report_failure(send, str(error), market_lost=True)
     except MpmarketError as error:
-        _report_failure(channel, str(error))
+        _report_failure(send, str(error))
     except Exception:
-        _report_failure(channel, traceback.format_exc(limit=3).strip().splitlines()[-1])
+        _report_failure(send, traceback.format_exc(limit=3).strip().splitlines()[-1])
 
 
-def _report_failure(
-    channel: connection.Connection, message: str, *, market_lost: bool = False
-) -> None:
+def _report_failure(send: _Send, message: str, *, market_lost: bool = False) -> None:
     with contextlib.suppress(OSError):
-        channel.send(("failed", message, market_lost))
+        send("failed", message, market_lost)
     raise SystemExit(1)
 
 
@@ -379,9 +427,12 @@ class LocalRun:
         deadline_s: float | None = None,
         kills: tuple[tuple[float, str], ...] = (),
         audit: bool = False,
+        agents_per_process: int = 1,
     ) -> None:
         if connect is not None and authkey is None:
             raise ValueError("connect needs the market's authkey")
+        if agents_per_process < 1:
+            raise ValueError(f"agents_per_process must be at least 1, got {agents_per_process}")
         self.workload = workload
         self.observer = observer or RunObserver()
         self.ctx = process_context(start_method)
@@ -398,6 +449,7 @@ class LocalRun:
         self.deadline_s = deadline_s
         self.kills = sorted(kills)
         self.audit = audit
+        self.agents_per_process = agents_per_process
         self._finished = False
         self.report = RunReport(workload.source, len(workload.producers), len(workload.consumers))
         self.report.settings = {
@@ -406,6 +458,7 @@ class LocalRun:
             "stall_timeout_s": self.stall_timeout,
             "connect": format_address(connect) if connect is not None else None,
             "fail_fast": fail_fast,
+            "agents_per_process": agents_per_process,
         }
         self.report.timeline = Timeline(
             producers=tuple(spec.name for spec in workload.producers),
@@ -417,6 +470,7 @@ class LocalRun:
         self._manager: MarketManager | None = None
         self._market: MarketProxy | None = None
         self._agents: list[_Agent] = []
+        self._by_channel: dict[connection.Connection, list[_Agent]] = {}  # a process's agents
         self._start = self.ctx.Event()
         self._stop = self.ctx.Event()
 
@@ -499,20 +553,38 @@ class LocalRun:
         return address, authkey
 
     def _spawn_agents(self, address: Address, authkey: bytes) -> None:
-        specs = [("producer", spec) for spec in self.workload.producers]
-        specs += [("consumer", spec) for spec in self.workload.consumers]
-        for role, spec in specs:
-            reader, writer = self.ctx.Pipe(duplex=False)
-            process = self.ctx.Process(
-                target=_agent_main,
-                name=spec.name,
-                args=(role, spec, address, authkey, writer, self._start, self._stop, os.getpid()),
-                daemon=True,
+        """Start the agent processes: producers, then consumers, packed by role."""
+        size = self.agents_per_process
+        for role, specs in (
+            ("producer", self.workload.producers),
+            ("consumer", self.workload.consumers),
+        ):
+            for first in range(0, len(specs), size):
+                members: list[Member] = [(role, spec) for spec in specs[first : first + size]]
+                self._spawn_process(members, address, authkey)
+
+    def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
+        reader, writer = self.ctx.Pipe(duplex=False)
+        names = [spec.name for _, spec in members]
+        process = self.ctx.Process(
+            target=_process_main,
+            name=names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}",
+            args=(members, address, authkey, writer, self._start, self._stop, os.getpid()),
+            daemon=True,
+        )
+        process.start()
+        writer.close()
+        agents = [
+            _Agent(
+                spec.name,
+                role,
+                process,
+                sessions=len(spec.sessions) if isinstance(spec, ConsumerSpec) else 0,
             )
-            process.start()
-            writer.close()
-            sessions = len(spec.sessions) if isinstance(spec, ConsumerSpec) else 0
-            self._agents.append(_Agent(spec.name, role, process, reader, sessions=sessions))
+            for role, spec in members
+        ]
+        self._agents += agents
+        self._by_channel[reader] = agents
 
     def _wait_until_ready(self) -> None:
         waiting = len(self._agents)
@@ -596,10 +668,22 @@ class LocalRun:
             raise RunError(death.describe())
 
     def _kill(self, name: str) -> None:
-        """Fault injection: SIGKILL the named agent, if it still runs."""
+        """Fault injection: SIGKILL the named agent's process (and so its pack), if it runs."""
         for agent in self._agents:
             if agent.name == name and agent.process.exitcode is None and not agent.done:
                 agent.process.kill()
+
+    def _processes(self) -> list[BaseProcess]:
+        return [agents[0].process for agents in self._by_channel.values()]
+
+    def agent_processes(self, *, alive: bool = True) -> dict[int, int]:
+        """The agent processes started: pid -> how many agents it runs (for memory figures)."""
+        sizes = {}
+        for agents in self._by_channel.values():
+            process = agents[0].process
+            if process.pid is not None and not (alive and process.exitcode is not None):
+                sizes[process.pid] = len(agents)
+        return sizes
 
     def _sample(self, elapsed: float, *, final: bool = False) -> None:
         """Look at the market: timeline, audit, and (but for the last) the stall check."""
@@ -655,46 +739,49 @@ class LocalRun:
     def _next_messages(self, timeout: float | None) -> list[tuple[_Agent, tuple[Any, ...]]]:
         """Wait for pipes and sentinels; return messages, deaths as ("died", how).
 
-        A local server's death raises MarketLostError at once.
+        A process that ends takes every unfinished agent of its with it. A
+        local server's death raises MarketLostError at once.
         """
-        by_handle: dict[Any, _Agent] = {}
-        for agent in self._agents:
-            if not agent.channel.closed:
-                by_handle[agent.channel] = agent
-        handles: list[Any] = list(by_handle)
+        handles: list[Any] = [channel for channel in self._by_channel if not channel.closed]
         server = self._manager._process if self._manager is not None else None
         if server is not None:
             handles.append(server.sentinel)
         messages: list[tuple[_Agent, tuple[Any, ...]]] = []
         for handle in connection.wait(handles, timeout):
-            agent = by_handle.get(handle)
-            if agent is None:
+            agents = self._by_channel.get(handle)
+            if agents is None:
                 assert server is not None
                 server.join(SERVER_DEATH_GRACE)  # its sentinel can come before its status
                 raise MarketLostError(f"the market server died ({_how_it_ended(server)})")
-            received, ended = self._read_pipe(agent)
-            for message in received:
+            received, ended = self._read_pipe(handle)
+            for agent, message in received:
                 if message[0] in ("done", "closed", "failed"):
                     agent.done = True
                 messages.append((agent, message))
-            if ended and not agent.done:
-                agent.process.join(TERMINATE_GRACE)
-                agent.done = True
-                messages.append((agent, ("died", _how_it_ended(agent.process))))
+            if ended and not all(agent.done for agent in agents):
+                agents[0].process.join(TERMINATE_GRACE)
+                how = _how_it_ended(agents[0].process)
+                for agent in agents:
+                    if not agent.done:
+                        agent.done = True
+                        messages.append((agent, ("died", how)))
         return messages
 
-    @staticmethod
-    def _read_pipe(agent: _Agent) -> tuple[list[tuple[Any, ...]], bool]:
-        """What waits in an agent's pipe, its stats kept; True once the pipe ended."""
+    def _read_pipe(
+        self, channel: connection.Connection
+    ) -> tuple[list[tuple[_Agent, tuple[Any, ...]]], bool]:
+        """What waits in a process's pipe, by agent, stats kept; True once it ended."""
+        agents = self._by_channel[channel]
         messages = []
         try:
-            while agent.channel.poll():
-                message = agent.channel.recv()
+            while channel.poll():
+                slot, *message = channel.recv()
+                agent = agents[slot]
                 if message[0] in ("done", "stats") and len(message) > 1:
                     agent.stats = message[1]
-                messages.append(message)
+                messages.append((agent, tuple(message)))
         except (EOFError, OSError):
-            agent.channel.close()
+            channel.close()
             return messages, True
         return messages, False
 
@@ -725,9 +812,9 @@ class LocalRun:
         self._stop.set()
         self._start.set()  # agents still at the barrier see the stop
         self._drain(STOP_GRACE if own_market else STOP_GRACE + WAIT_PER_TRY)
-        stop_processes([agent.process for agent in self._agents], 0.0, TERMINATE_GRACE)
-        for agent in self._agents:
-            agent.channel.close()
+        stop_processes(self._processes(), 0.0, TERMINATE_GRACE)
+        for channel in self._by_channel:
+            channel.close()
         if self._market is not None:
             self._market.disconnect()
         if self._manager is not None:
@@ -736,10 +823,11 @@ class LocalRun:
 
     def _kill_everything(self) -> None:
         """The second Ctrl-C: no grace for anyone."""
-        for agent in self._agents:
-            if agent.process.exitcode is None:
-                agent.process.kill()
-        join_all([agent.process for agent in self._agents], TERMINATE_GRACE)
+        processes = self._processes()
+        for process in processes:
+            if process.exitcode is None:
+                process.kill()
+        join_all(processes, TERMINATE_GRACE)
         if self._manager is not None and self._manager._process.exitcode is None:
             self._manager._process.kill()
             self._manager._process.join(TERMINATE_GRACE)
@@ -752,17 +840,15 @@ class LocalRun:
         """
         deadline = time.monotonic() + timeout
         while True:
-            by_handle = {a.channel: a for a in self._agents if not a.channel.closed}
-            handles: list[Any] = list(by_handle)
-            handles += [a.process.sentinel for a in self._agents if a.process.exitcode is None]
+            handles: list[Any] = [channel for channel in self._by_channel if not channel.closed]
+            handles += [p.sentinel for p in self._processes() if p.exitcode is None]
             remaining = deadline - time.monotonic()
             if not handles or remaining <= 0:
                 return
             for handle in connection.wait(handles, remaining):
-                agent = by_handle.get(handle)
-                if agent is None:
+                if handle not in self._by_channel:
                     continue  # a sentinel: its pipe reports the end
-                for message in self._read_pipe(agent)[0]:
+                for agent, message in self._read_pipe(handle)[0]:
                     if message[0] == "order":
                         self._record_order(agent, message[1])
 

@@ -221,18 +221,20 @@ def test_scale(tmp_path: Path) -> None:
             "server_rss_mb",
             "agent_rss_mb",
             "agent_pss_mb",
-            "agent_pss_max_mb",
-            "agents_sampled",
+            "process_pss_max_mb",
+            "processes",
+            "processes_sampled",
         },
     )
     assert set(run["checks"]) == {"ok", "bought_all"}
     assert median(run, "agents") == 8
-    assert 1 <= median(run, "agents_sampled") <= 8
+    assert median(run, "processes") == 8
+    assert 1 <= median(run, "processes_sampled") <= 8
     assert 0 < median(run, "startup_s") < median(run, "wall_s")
     assert median(run, "server_rss_mb") > 0
     assert median(run, "agent_rss_mb") > 0
     if data["params"]["pss_available"]:
-        assert 0 < median(run, "agent_pss_mb") <= median(run, "agent_pss_max_mb")
+        assert 0 < median(run, "agent_pss_mb") <= median(run, "process_pss_max_mb")
     else:
         assert run["figures"]["agent_pss_mb"] is None
     leak = cases["churn 1x2"]

@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from mpmarket.workload import expected_purchases, generate, load_workload
+from mpmarket.runner import LocalRun
+from mpmarket.workload import expected_purchases, generate, load_workload, purchase_line
 from tests.helpers import bought_lines, run_cli
 
 TOML_WORKLOAD = """
@@ -65,6 +66,40 @@ def test_other_start_methods(start_method, tmp_path):
     result = run_cli("run", config, "--start-method", start_method, "--quiet")
     assert result.returncode == 0, result.stderr
     assert bought_lines(result.stdout) == expected_purchases(load_workload(config))
+
+
+def test_agents_packed_several_per_process_buy_exactly_their_sessions():
+    workload = generate(4, 7, sessions=3, seed=3)
+    run = LocalRun(workload, agents_per_process=3)
+    report = run.run()
+    assert report.ok, (report.failures, report.deaths)
+    # Producers 3 + 1, consumers 3 + 3 + 1: five processes, packed by role.
+    assert sorted(run.agent_processes(alive=False).values()) == [1, 1, 3, 3, 3]
+    bought = Counter(
+        purchase_line(consumer, product)
+        for consumer, products in report.orders
+        for product in products
+    )
+    assert bought == expected_purchases(workload)
+    consumers = [entry for entry in report.agents if entry["role"] == "consumer"]
+    assert [entry["sessions"] for entry in consumers] == [3] * 7  # each its own stats
+    assert sum(entry["published"] for entry in report.agents if entry["role"] == "producer") >= sum(
+        entry["bought"] for entry in consumers
+    )
+
+
+def test_agents_per_process_through_the_command(tmp_path):
+    report_path = tmp_path / "report.json"
+    result = run_cli(
+        "run", "-p", "2", "-c", "5", "--agents-per-process", "4", "--quiet",
+        "--json", report_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert bought_lines(result.stdout) == expected_purchases(generate(2, 5))
+    assert json.loads(report_path.read_text())["settings"]["agents_per_process"] == 4
+    refused = run_cli("run", "--agents-per-process", "0")
+    assert refused.returncode == 2
+    assert "Invalid value for '--agents-per-process'" in refused.stderr
 
 
 def test_forkserver_preloads_the_modules_the_run_imported():

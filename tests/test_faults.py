@@ -77,6 +77,37 @@ retry_wait_time = 0.05
 sessions = [[{ add = "linden" }]]
 """
 
+# With --agents-per-process 2, "victim" and "victim2" share a process: each
+# holds teas and waits for a unicorn when their process is killed.
+PACKED_VICTIMS_WORKLOAD = """
+[market]
+queue_size_per_producer = 3
+
+[products]
+linden = { kind = "Tea", name = "Linden", price = 9, type = "Herbal" }
+unicorn = { kind = "Product", name = "Unicorn", price = 1000 }
+
+[[producers]]
+name = "tea-maker"
+republish_wait_time = 0.01
+make = [{ product = "linden", quantity = 1, time = 0.01 }]
+
+[[consumers]]
+name = "victim"
+retry_wait_time = 0.01
+sessions = [[{ add = "linden", quantity = 3 }, { add = "unicorn" }]]
+
+[[consumers]]
+name = "victim2"
+retry_wait_time = 0.01
+sessions = [[{ add = "linden", quantity = 2 }, { add = "unicorn" }]]
+
+[[consumers]]
+name = "survivor"
+retry_wait_time = 0.01
+sessions = [[{ add = "linden" }], [{ add = "linden" }], [{ add = "linden" }]]
+"""
+
 LONG_RUN = ["--producers", "3", "--consumers", "6", "--sessions", "400"]
 
 
@@ -184,6 +215,47 @@ def test_a_killed_consumer_gives_its_cart_back_and_the_others_finish(tmp_path):
             "released": 3,
         }
     ]
+    books = report["books"]
+    assert books["published"] == books["on_sale"] + books["in_carts"] + books["ordered"]
+    assert books["in_carts"] == 0 and report["violations"] == []
+
+
+def test_a_killed_process_of_packed_agents_gives_back_every_cart_it_held(tmp_path):
+    config = tmp_path / "packed.toml"
+    config.write_text(PACKED_VICTIMS_WORKLOAD)
+    log = tmp_path / "operations.log"
+    report_path = tmp_path / "report.json"
+    process = _start(
+        config, "--quiet", "--agents-per-process", "2", "--log-file", log, "--json", report_path
+    )
+    tree: list[psutil.Process] = []
+    linden = "Tea(name='Linden', price=9, type='Herbal')"
+    try:
+        _wait_for(
+            lambda: (
+                log.exists()
+                and f"{linden}, 3, 2.0) -> 3" in (text := log.read_text())
+                and f"{linden}, 2, 2.0) -> 2" in text
+            ),
+            20,
+            "both victims to hold their teas",
+        )
+        tree = _children(process)
+        assert len(tree) == 1 + 1 + 2  # server, tea-maker, the victims, the survivor
+        tree[2].send_signal(signal.SIGKILL)
+        stdout, stderr, _ = _finish(process, 60)
+    finally:
+        _cleanup(process, tree)
+
+    assert process.returncode == 1, stderr
+    assert bought_lines(stdout) == Counter({f"survivor bought {linden}": 3})
+    report = json.loads(report_path.read_text())
+    deaths = {death["name"]: death for death in report["deaths"]}
+    assert set(deaths) == {"victim", "victim2"}
+    assert {name: (d["how"], d["released"]) for name, d in deaths.items()} == {
+        "victim": ("killed by SIGKILL", 3),
+        "victim2": ("killed by SIGKILL", 2),
+    }
     books = report["books"]
     assert books["published"] == books["on_sale"] + books["in_carts"] + books["ordered"]
     assert books["in_carts"] == 0 and report["violations"] == []
