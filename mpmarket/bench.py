@@ -505,18 +505,23 @@ def _server_processes() -> list[psutil.Process]:
 
 
 def _rss(process: psutil.Process) -> int | None:
+    """RSS in bytes; None once the process has exited (a zombie reads 0)."""
     try:
-        return process.memory_info().rss
+        return process.memory_info().rss or None
     except psutil.Error:
         return None
 
 
 def _pss(process: psutil.Process) -> int | None:
-    """PSS in bytes where ``/proc/PID/smaps_rollup`` exists (fast), else None."""
+    """PSS in bytes where ``/proc/PID/smaps_rollup`` exists (fast), else None.
+
+    None too once the process has exited: a consumer done with its sessions
+    is a zombie until the runner reaps it, and reads 0.
+    """
     if not os.path.exists(f"/proc/{process.pid}/smaps_rollup"):
         return None
     try:
-        return process.memory_full_info().pss
+        return process.memory_full_info().pss or None
     except (psutil.Error, AttributeError):
         return None
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import runpy
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from click.testing import CliRunner, Result
 
@@ -372,6 +375,22 @@ def test_course_without_cases(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert "course cases (*.in)" in result.stderr
+
+
+def test_an_exited_process_has_no_memory_figure() -> None:
+    """A finished consumer is a zombie until reaped: it reads 0, which is no figure."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        process = psutil.Process(child.pid)
+        deadline = time.monotonic() + 10
+        while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)  # not reaped: child.wait() comes last
+        assert process.status() == psutil.STATUS_ZOMBIE
+        assert measure._rss(process) is None
+        assert measure._pss(process) is None
+        assert measure._rss(psutil.Process()) > 0  # this one is alive
+    finally:
+        child.wait(timeout=10)
 
 
 def test_percentile() -> None:
