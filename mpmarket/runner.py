@@ -1,4 +1,4 @@
-"""A local run: the server, one process per agent, orders collected as they come.
+"""A local run: the server, a process per agent, orders collected as they come.
 
 ::
 
@@ -17,6 +17,11 @@ Each agent process writes to a pipe of its own, and the runner waits with
 ``multiprocessing.connection.wait`` on every pipe and every process sentinel
 at once: an order, a finished consumer or a dead process wakes it the moment
 it happens. A killed agent breaks only its own pipe.
+
+With ``agents_per_process`` N > 1, up to N agents of one role share a
+process, a thread and a connection each (``_process_main``); their messages
+carry their place in the process, and a process that dies is the death of
+each agent of it that had not finished.
 
 With ``connect=`` (``mpmarket run --connect``) the run starts no server: its
 agents attach to a market served elsewhere (``mpmarket serve``), maybe with
