@@ -554,9 +554,11 @@ class MarketProxy(managers.BaseProxy):
         self.disconnect()
         deadline = self.attach_deadline or time.monotonic() + ATTACH_TIMEOUT
         conn = _open_connection(self._token.address, bytes(self._authkey), deadline)
-        name = self.client_name or process.current_process().name
-        if threading.current_thread().name != "MainThread":
-            name += "|" + threading.current_thread().name
+        name = self.client_name
+        if name is None:  # the process's name, and the thread's if not the main one
+            name = process.current_process().name
+            if threading.current_thread().name != "MainThread":
+                name += "|" + threading.current_thread().name
         try:
             managers.dispatch(conn, None, "accept_connection", (name,))
             self._hello(conn, name)

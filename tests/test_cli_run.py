@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from mpmarket.runner import LocalRun
+from mpmarket.runner import LocalRun, RunObserver
 from mpmarket.workload import expected_purchases, generate, load_workload, purchase_line
 from tests.helpers import bought_lines, run_cli
 
@@ -70,9 +70,20 @@ def test_other_start_methods(start_method, tmp_path):
 
 def test_agents_packed_several_per_process_buy_exactly_their_sessions():
     workload = generate(4, 7, sessions=3, seed=3)
-    run = LocalRun(workload, agents_per_process=3)
+    attached: list[tuple[str, str]] = []
+
+    class SeeWhoIsAttached(RunObserver):
+        def on_started(self, producers: int, consumers: int) -> None:
+            assert run._market is not None  # the runner's own connection
+            attached.extend((agent.name, agent.role) for agent in run._market.agents())
+
+    run = LocalRun(workload, agents_per_process=3, observer=SeeWhoIsAttached())
     report = run.run()
     assert report.ok, (report.failures, report.deaths)
+    # A connection per agent, under the agent's own name.
+    expected = {(spec.name, "producer") for spec in workload.producers}
+    expected |= {(spec.name, "consumer") for spec in workload.consumers}
+    assert set(attached) - {("mpmarket run", "runner")} == expected
     # Producers 3 + 1, consumers 3 + 3 + 1: five processes, packed by role.
     assert sorted(run.agent_processes(alive=False).values()) == [1, 1, 3, 3, 3]
     bought = Counter(
