@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from multiprocessing import managers
 
+import psutil
 import pytest
 
 from mpmarket import __version__ as mpmarket_version
@@ -136,7 +137,11 @@ def _one_error_line(stderr: str) -> str:
 
 
 def test_two_runs_split_one_workload_across_a_served_market(tmp_path, config, key_file, env):
-    """serve + a consumers-only run + a producers-only run: the union is the whole."""
+    """serve + a consumers-only run + a producers-only run: the union is the whole.
+
+    The three consumers share one process (--agents-per-process 3): the server
+    still sees three agents, by name.
+    """
     address = f"127.0.0.1:{free_port()}"
     expected = expected_purchases(load_workload(config))
     with mpmarket(
@@ -146,7 +151,15 @@ def test_two_runs_split_one_workload_across_a_served_market(tmp_path, config, ke
         assert f"serving on {address}" in start_line and f"--connect {address}" in start_line
         common = ("run", config, "--connect", address, "--authkey-file", key_file, "--quiet")
         with mpmarket(
-            tmp_path, "consumers", *common, "--only", "consumers", "--close-market", env=env
+            tmp_path,
+            "consumers",
+            *common,
+            "--only",
+            "consumers",
+            "--close-market",
+            "--agents-per-process",
+            "3",
+            env=env,
         ) as consumers:
             # No producer yet: the consumers wait in the market, where status sees them.
             status = _wait_for_status(
@@ -157,6 +170,12 @@ def test_two_runs_split_one_workload_across_a_served_market(tmp_path, config, ke
             )
             attached = {(a["name"], a["role"]) for a in status["agents"]}
             assert {("alice", "consumer"), ("bob", "consumer"), ("carol", "consumer")} <= attached
+            consumer_processes = [
+                child
+                for child in psutil.Process(consumers.process.pid).children()
+                if "resource_tracker" not in " ".join(child.cmdline())
+            ]
+            assert len(consumer_processes) == 1
             assert len(status["carts"]) == 3 and status["products_bought"] == 0
             assert all(a["host"] == "127.0.0.1" for a in status["agents"])
 
