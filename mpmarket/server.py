@@ -701,8 +701,9 @@ def connect(
     Retries for up to ``timeout`` seconds while the server is not there yet;
     raises ``MarketUnavailableError`` with one clear line otherwise, and
     ``VersionMismatchError`` if the server runs another version. ``role``
-    (producer, consumer, runner, status...) and ``name`` (by default the
-    process's name: an agent's) are what ``status`` shows.
+    (producer, consumer, runner, status...) and ``name`` are what ``status``
+    shows; without a name, the process's name (an agent's), and the
+    thread's after a ``|`` when it is not the main one.
     """
     token = managers.Token(MARKET_TYPEID, tuple(address), MARKET_IDENT)
     proxy = MarketProxy(token, "pickle", authkey=authkey, incref=False, manager_owned=True)

@@ -521,7 +521,7 @@ def test_hello_is_one_round_trip_per_connection(served):
         agents = market.agents()
         assert [(a.name, a.role, a.host) for a in agents] == [
             ("p1", "producer", "127.0.0.1"),
-            ("c1|helper", "consumer", "127.0.0.1"),
+            ("c1", "consumer", "127.0.0.1"),  # a name given is used as it is
         ]
     finally:
         leave.set()
@@ -533,6 +533,21 @@ def test_hello_is_one_round_trip_per_connection(served):
     conn = market._tls.connection
     ours = (mpmarket_version, PROTOCOL_VERSION)
     assert managers.dispatch(conn, SESSION_IDENT, "hello", ("x", 0, "r", "n")) == ours
+
+
+def test_without_a_name_a_connection_is_named_after_its_process_and_thread(served):
+    address, authkey = served
+    names: list[str] = []
+
+    def attach() -> None:
+        market = connect(address, authkey, role="status")
+        names.extend(a.name for a in market.agents() if a.role == "status")
+        market.disconnect()
+
+    helper = threading.Thread(target=attach, name="helper")
+    helper.start()
+    helper.join(timeout=20)
+    assert names == [f"{multiprocessing.current_process().name}|helper"]
 
 
 def test_snapshot_through_the_proxy(served):
