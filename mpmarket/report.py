@@ -57,6 +57,10 @@ def format_summary(report: RunReport, ideal_s: float | None = None) -> Table:
     table.add_column("value", justify="right")
     table.add_row("producers", str(report.producers))
     table.add_row("consumers", str(report.consumers))
+    per_process = report.settings.get("agents_per_process", 1)
+    if per_process > 1:
+        processes = -(-report.producers // per_process) - (-report.consumers // per_process)
+        table.add_row("agent processes", f"{processes} (up to {per_process} agents each)")
     table.add_row("orders", str(len(report.orders)))
     table.add_row("products bought", str(report.products_bought))
     table.add_row("start-up", f"{report.startup_s:.3f} s")

@@ -102,11 +102,11 @@ def test_agents_packed_several_per_process_buy_exactly_their_sessions():
 def test_agents_per_process_through_the_command(tmp_path):
     report_path = tmp_path / "report.json"
     result = run_cli(
-        "run", "-p", "2", "-c", "5", "--agents-per-process", "4", "--quiet",
-        "--json", report_path,
-    )  # fmt: skip
+        "run", "-p", "2", "-c", "5", "--agents-per-process", "4", "--json", report_path
+    )
     assert result.returncode == 0, result.stderr
     assert bought_lines(result.stdout) == expected_purchases(generate(2, 5))
+    assert "3 (up to 4 agents each)" in result.stderr  # one producer process, two consumer ones
     assert json.loads(report_path.read_text())["settings"]["agents_per_process"] == 4
     refused = run_cli("run", "--agents-per-process", "0")
     assert refused.returncode == 2
