@@ -300,12 +300,12 @@ class _Agent:
     orders: int = 0
 
 
-Member = tuple[str, ProducerSpec | ConsumerSpec]  # an agent of a process: role, spec
+_Member = tuple[str, ProducerSpec | ConsumerSpec]  # an agent of a process: role, spec
 _Send = Callable[..., None]  # send(kind, *fields) on the process's pipe
 
 
 def _process_main(
-    members: list[Member],
+    members: list[_Member],
     address: Address,
     authkey: bytes,
     channel: connection.Connection,
@@ -565,10 +565,10 @@ class LocalRun:
             ("consumer", self.workload.consumers),
         ):
             for first in range(0, len(specs), size):
-                members: list[Member] = [(role, spec) for spec in specs[first : first + size]]
+                members: list[_Member] = [(role, spec) for spec in specs[first : first + size]]
                 self._spawn_process(members, address, authkey)
 
-    def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
+    def _spawn_process(self, members: list[_Member], address: Address, authkey: bytes) -> None:
         reader, writer = self.ctx.Pipe(duplex=False)
         names = [spec.name for _, spec in members]
         process = self.ctx.Process(
