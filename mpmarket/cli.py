@@ -645,6 +645,7 @@ def status(
     help="Producers to SIGKILL at random times (never the last maker of a product).",
 )
 @start_method_option
+@agents_per_process_option
 @json_option
 @html_option
 @quiet_option
@@ -656,6 +657,7 @@ def stress(
     kill_consumers: int,
     kill_producers: int,
     start_method: str,
+    agents_per_process: int,
     json_path: Path | None,
     html_path: Path | None,
     quiet: bool,
@@ -665,14 +667,16 @@ def stress(
     Producers with no make time publish as fast as the market lets them and
     consumers run session after session, for --duration seconds, while
     --kill-consumers and --kill-producers agents are killed with SIGKILL at
-    random (seeded) times. The books are audited from scratch four times a
-    second and each consumer's orders are checked against its sessions. Exit
-    0 only when no invariant was ever violated; the verdict is one line on
-    stdout.
+    random (seeded) times (with --agents-per-process, that many processes,
+    each with all its agents). The books are audited from scratch four times
+    a second and each consumer's orders are checked against its sessions.
+    Exit 0 only when no invariant was ever violated; the verdict is one line
+    on stdout.
 
     \b
     Examples:
       mpmarket stress --duration 10 --kill-consumers 2 --kill-producers 1
+      mpmarket stress --producers 16 --consumers 32 --agents-per-process 4 --kill-consumers 2
       MPMARKET_STRESS_SECONDS=600 mpmarket stress --json stress.json --html stress.html
     """
     started_at = time.perf_counter()
@@ -685,6 +689,7 @@ def stress(
             seed=seed,
             kill_consumers=kill_consumers,
             kill_producers=kill_producers,
+            agents_per_process=agents_per_process,
         )
     except WorkloadError as error:
         raise click.UsageError(str(error).removeprefix("<stress>: ")) from None
@@ -711,7 +716,11 @@ def stress(
         "stress": {
             "duration_s": duration,
             "seed": seed,
-            "kills": [{"at_s": at, "agent": name} for at, name in plan.kills],
+            "agents_per_process": agents_per_process,
+            "kills": [
+                {"at_s": at, "agent": name, "process": list(plan.casualties[name])}
+                for at, name in plan.kills
+            ],
             "problems": result.problems,
             "ok": result.ok,
         }

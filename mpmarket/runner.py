@@ -99,9 +99,11 @@ from mpmarket.workload import (
 __all__ = [
     "START_METHODS",
     "LocalRun",
+    "Member",
     "RunObserver",
     "RunReport",
     "default_start_method",
+    "pack_agents",
     "pick_agents",
     "process_context",
 ]
@@ -300,12 +302,24 @@ class _Agent:
     orders: int = 0
 
 
-_Member = tuple[str, ProducerSpec | ConsumerSpec]  # an agent of a process: role, spec
+Member = tuple[str, ProducerSpec | ConsumerSpec]  # an agent of a process: role, spec
 _Send = Callable[..., None]  # send(kind, *fields) on the process's pipe
 
 
+def pack_agents(workload: Workload, agents_per_process: int) -> list[list[Member]]:
+    """The agents of each process of a run: up to N of one role, in workload order.
+
+    Producers come first, then consumers; a process never holds both.
+    """
+    packs = []
+    for role, specs in (("producer", workload.producers), ("consumer", workload.consumers)):
+        for first in range(0, len(specs), agents_per_process):
+            packs.append([(role, spec) for spec in specs[first : first + agents_per_process]])
+    return packs
+
+
 def _process_main(
-    members: list[_Member],
+    members: list[Member],
     address: Address,
     authkey: bytes,
     channel: connection.Connection,
@@ -559,16 +573,10 @@ class LocalRun:
 
     def _spawn_agents(self, address: Address, authkey: bytes) -> None:
         """Start the agent processes: producers, then consumers, packed by role."""
-        size = self.agents_per_process
-        for role, specs in (
-            ("producer", self.workload.producers),
-            ("consumer", self.workload.consumers),
-        ):
-            for first in range(0, len(specs), size):
-                members: list[_Member] = [(role, spec) for spec in specs[first : first + size]]
-                self._spawn_process(members, address, authkey)
+        for members in pack_agents(self.workload, self.agents_per_process):
+            self._spawn_process(members, address, authkey)
 
-    def _spawn_process(self, members: list[_Member], address: Address, authkey: bytes) -> None:
+    def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
         reader, writer = self.ctx.Pipe(duplex=False)
         names = [spec.name for _, spec in members]
         process = self.ctx.Process(

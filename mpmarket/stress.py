@@ -10,16 +10,20 @@ runs to stress a machine and the market.
 Only producers that make mixes of products are killed: every product keeps a
 producer that makes nothing else, so a kill never starves a consumer (see
 ``workload.generate``). Killed consumers give their carts back.
+
+With agents packed several to a process, a kill is a process's: all its
+agents die together, and only processes of mixers alone are picked among
+the producers'.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mpmarket.errors import WorkloadError
-from mpmarket.runner import LocalRun, RunObserver, RunReport
+from mpmarket.runner import LocalRun, RunObserver, RunReport, pack_agents
 from mpmarket.workload import Workload, generate
 
 __all__ = ["StressPlan", "StressResult", "plan_stress", "run_stress"]
@@ -36,12 +40,18 @@ KILL_WINDOW = (0.2, 0.8)
 
 @dataclass(frozen=True)
 class StressPlan:
-    """The workload, how long it runs, and who is killed when."""
+    """The workload, how long it runs, and who is killed when.
+
+    ``kills`` name one agent of each process killed; ``casualties`` are every
+    agent of those processes (the same agents when each has its own).
+    """
 
     workload: Workload
     duration_s: float
     kills: tuple[tuple[float, str], ...]
     seed: int
+    agents_per_process: int = 1
+    casualties: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by kill name
 
 
 @dataclass
@@ -66,6 +76,7 @@ def plan_stress(
     kill_consumers: int = 0,
     kill_producers: int = 0,
     queue_size: int = 15,
+    agents_per_process: int = 1,
 ) -> StressPlan:
     """A reproducible stress run; WorkloadError when the kills cannot be met."""
     if kill_consumers > consumers:
@@ -94,12 +105,28 @@ def plan_stress(
         kinds=min(8, producers - kill_producers),
     )
     rng = random.Random(seed)
-    mixers = [spec.name for spec in workload.producers[min(8, producers - kill_producers) :]]
-    victims = rng.sample([spec.name for spec in workload.consumers], kill_consumers)
-    victims += rng.sample(mixers, kill_producers)
+    mixers = {spec.name for spec in workload.producers[min(8, producers - kill_producers) :]}
+    packs = [
+        (pack[0][0], [spec.name for _, spec in pack])
+        for pack in pack_agents(workload, agents_per_process)
+    ]
+    consumer_packs = [names for role, names in packs if role == "consumer"]
+    mixer_packs = [names for role, names in packs if role == "producer" and set(names) <= mixers]
+    for option, wanted, found, what in (
+        ("--kill-consumers", kill_consumers, consumer_packs, "consumer processes"),
+        ("--kill-producers", kill_producers, mixer_packs, "processes of mixing producers only"),
+    ):
+        if wanted > len(found):
+            raise WorkloadError(
+                "<stress>", option, f"at most {len(found)}, the {what}", str(wanted)
+            )
+    victims = rng.sample(consumer_packs, kill_consumers) + rng.sample(mixer_packs, kill_producers)
     low, high = KILL_WINDOW
-    kills = tuple(sorted((round(rng.uniform(low, high) * duration_s, 3), name) for name in victims))
-    return StressPlan(workload, duration_s, kills, seed)
+    kills = tuple(
+        sorted((round(rng.uniform(low, high) * duration_s, 3), pack[0]) for pack in victims)
+    )
+    casualties = {pack[0]: tuple(pack) for pack in victims}
+    return StressPlan(workload, duration_s, kills, seed, agents_per_process, casualties)
 
 
 def run_stress(
@@ -118,8 +145,9 @@ def run_stress(
         deadline_s=plan.duration_s,
         kills=plan.kills,
         audit=True,
+        agents_per_process=plan.agents_per_process,
     ).run()
-    killed = {name for _, name in plan.kills}
+    killed = {name for pack in plan.casualties.values() for name in pack}
     problems = list(report.violations)
     problems += [
         f"{d.describe()} without being killed" for d in report.deaths if d.name not in killed

@@ -38,6 +38,46 @@ def test_stress_with_kills_keeps_every_invariant(tmp_path):
     assert books["published"] == books["on_sale"] + books["in_carts"] + books["ordered"]
 
 
+def test_stress_kills_whole_processes_of_packed_agents(tmp_path):
+    report_path = tmp_path / "stress.json"
+    result = run_cli(
+        "stress",
+        "--producers", "12",
+        "--consumers", "8",
+        "--agents-per-process", "3",
+        "--duration", str(STRESS_SECONDS),
+        "--kill-consumers", "1",
+        "--kill-producers", "1",
+        "--seed", "2",
+        "--quiet",
+        "--json", report_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(report_path.read_text())
+    stress = report["stress"]
+    assert stress["ok"] and stress["agents_per_process"] == 3
+    processes = [kill["process"] for kill in stress["kills"]]
+    # Consumers cons1-3, cons4-6, cons7-8; the eight first producers each make
+    # one kind, so only prod10-12 is a process of mixers alone.
+    assert ["prod10", "prod11", "prod12"] in processes
+    assert [kill["agent"] for kill in stress["kills"]] == [names[0] for names in processes]
+    casualties = {name for names in processes for name in names}
+    assert len(casualties) >= 3 + 2
+    assert {death["name"] for death in report["deaths"]} == casualties
+    assert report["violations"] == [] and report["products_bought"] > 0
+
+
+def test_stress_refuses_kills_of_processes_that_are_not_there():
+    result = run_cli(
+        "stress", "--producers", "10", "--consumers", "2", "--agents-per-process", "2",
+        "--kill-producers", "2",
+    )  # fmt: skip
+    # prod1-8 make one kind each: prod9-10 is the only process of mixers alone.
+    assert result.returncode == 2
+    assert "--kill-producers" in result.stderr and "at most 1, the processes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_a_long_stress_run():
     """MPMARKET_SLOW=1 runs it; MPMARKET_STRESS_SECONDS sets its length."""
