@@ -817,9 +817,11 @@ class LocalRun:
             self._market = None
         if self._market is not None:
             try:
-                self.report.books = self._market.books()
                 if own_market or (self.close_market and self._finished):
                     self._market.close()
+                # After the close: a publish between the two would be missing
+                # from the books but in its producer's count.
+                self.report.books = self._market.books()
             except MpmarketError:
                 pass
         self._stop.set()
