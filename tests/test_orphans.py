@@ -48,14 +48,18 @@ def _cleanup(process: subprocess.Popen[str], tree: list[psutil.Process]) -> None
     process.communicate(timeout=10)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
-def test_interrupt_stops_everything_and_prints_the_summary(signum, code):
-    process = _start(*LONG_RUN[:-1])  # not quiet: the summary is wanted
+@pytest.mark.parametrize(
+    ("signum", "code", "per_process"),
+    [(signal.SIGINT, 130, 1), (signal.SIGTERM, 130, 1), (signal.SIGINT, 130, 4)],
+)
+def test_interrupt_stops_everything_and_prints_the_summary(signum, code, per_process):
+    # Not quiet: the summary is wanted.
+    process = _start(*LONG_RUN[:-1], "--agents-per-process", str(per_process))
     tree: list[psutil.Process] = []
     try:
         _wait_for_first_line(process)
         tree = _descendants(process.pid)
-        assert len(tree) >= 1 + 3 + 6
+        assert len(tree) >= (1 + 3 + 6 if per_process == 1 else 1 + 1 + 2)
         interrupted_at = time.monotonic()
         process.send_signal(signum)
         _stdout, stderr = process.communicate(timeout=15)
@@ -68,13 +72,14 @@ def test_interrupt_stops_everything_and_prints_the_summary(signum, code):
         _cleanup(process, tree)
 
 
-def test_a_killed_run_takes_its_server_and_agents_down():
-    process = _start(*LONG_RUN)
+@pytest.mark.parametrize(("per_process", "processes"), [(1, 1 + 3 + 6), (4, 1 + 1 + 2)])
+def test_a_killed_run_takes_its_server_and_agents_down(per_process, processes):
+    process = _start(*LONG_RUN, "--agents-per-process", str(per_process))
     tree: list[psutil.Process] = []
     try:
         _wait_for_first_line(process)
         tree = _descendants(process.pid)
-        assert len(tree) >= 1 + 3 + 6
+        assert len(tree) >= processes
         process.kill()
         process.wait(timeout=10)
         # Orphans re-parent to init: they must notice and exit on their own.
