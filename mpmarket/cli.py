@@ -609,7 +609,7 @@ def status(
     type=click.IntRange(min=1),
     default=4,
     show_default=True,
-    help="Producer processes.",
+    help="Producers (agents).",
 )
 @click.option(
     "--consumers",
@@ -617,7 +617,7 @@ def status(
     type=click.IntRange(min=1),
     default=8,
     show_default=True,
-    help="Consumer processes.",
+    help="Consumers (agents).",
 )
 @click.option(
     "--duration",
