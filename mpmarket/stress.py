@@ -94,6 +94,7 @@ def plan_stress(
             str(kill_producers),
         )
     sessions = max(10, math.ceil(duration_s * SESSIONS_PER_SECOND / max(consumers, 1)))
+    kinds = min(8, producers - kill_producers)  # the first `kinds` producers make one each
     workload = generate(
         producers,
         consumers,
@@ -102,10 +103,10 @@ def plan_stress(
         queue_size=queue_size,
         make_time=0.0,
         wait_time=0.0,
-        kinds=min(8, producers - kill_producers),
+        kinds=kinds,
     )
     rng = random.Random(seed)
-    mixers = {spec.name for spec in workload.producers[min(8, producers - kill_producers) :]}
+    mixers = {spec.name for spec in workload.producers[kinds:]}
     packs = [
         (pack[0][0], [spec.name for _, spec in pack])
         for pack in pack_agents(workload, agents_per_process)
