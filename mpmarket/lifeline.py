@@ -13,9 +13,35 @@ import os
 import time
 from collections.abc import Sequence
 from multiprocessing import connection
-from multiprocessing.process import BaseProcess
+from typing import Protocol
 
-__all__ = ["Lifeline", "join_all", "stop_processes"]
+__all__ = ["ChildProcess", "Lifeline", "join_all", "stop_processes"]
+
+
+class ChildProcess(Protocol):
+    """What a run uses of a child process: ``multiprocessing.Process`` or ``ForkedProcess``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def sentinel(self) -> int: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 class Lifeline:
@@ -37,7 +63,7 @@ class Lifeline:
         return True
 
 
-def join_all(processes: Sequence[BaseProcess], timeout: float) -> None:
+def join_all(processes: Sequence[ChildProcess], timeout: float) -> None:
     """Wait until every process has exited or ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
     alive = [p for p in processes if p.exitcode is None]
@@ -49,7 +75,7 @@ def join_all(processes: Sequence[BaseProcess], timeout: float) -> None:
         alive = [p for p in alive if p.exitcode is None]
 
 
-def stop_processes(processes: Sequence[BaseProcess], grace: float, step: float) -> None:
+def stop_processes(processes: Sequence[ChildProcess], grace: float, step: float) -> None:
     """Escalate, every step bounded: wait ``grace``, terminate, wait ``step``, kill."""
     join_all(processes, grace)
     for process in processes:

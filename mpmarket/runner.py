@@ -16,7 +16,9 @@
 Each agent process writes to a pipe of its own, and the runner waits with
 ``multiprocessing.connection.wait`` on every pipe and every process sentinel
 at once: an order, a finished consumer or a dead process wakes it the moment
-it happens. A killed agent breaks only its own pipe.
+it happens. A killed agent breaks only its own pipe. Under the fork start
+method an agent process is a bare fork (``forked.ForkedProcess``), without
+what ``multiprocessing.Process`` costs hundreds of agents.
 
 With ``agents_per_process`` N > 1, up to N agents of one role share a
 process, a thread and a connection each (``_process_main``); their messages
@@ -59,7 +61,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from mpmarket.agents import WAIT_PER_TRY, AgentStats, consume, produce
@@ -71,7 +72,8 @@ from mpmarket.errors import (
     RunError,
     StallError,
 )
-from mpmarket.lifeline import Lifeline, join_all, stop_processes
+from mpmarket.forked import start_child
+from mpmarket.lifeline import ChildProcess, Lifeline, join_all, stop_processes
 from mpmarket.marketplace import MarketBooks
 from mpmarket.oplog import LogSettings
 from mpmarket.products import Product
@@ -294,7 +296,7 @@ class _Agent:
 
     name: str
     role: str
-    process: BaseProcess
+    process: ChildProcess
     done: bool = False  # finished, died or failed: nothing more to wait for
     ident: int | None = None  # its cart id (consumer) or producer id
     stats: dict[str, Any] | None = None  # its AgentStats, sent as it ends
@@ -579,13 +581,12 @@ class LocalRun:
     def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
         reader, writer = self.ctx.Pipe(duplex=False)
         names = [spec.name for _, spec in members]
-        process = self.ctx.Process(
-            target=_process_main,
-            name=names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}",
-            args=(members, address, authkey, writer, self._start, self._stop, os.getpid()),
-            daemon=True,
+        process = start_child(
+            self.ctx,
+            _process_main,
+            names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}",
+            (members, address, authkey, writer, self._start, self._stop, os.getpid()),
         )
-        process.start()
         writer.close()
         agents = [
             _Agent(
@@ -686,7 +687,7 @@ class LocalRun:
             if agent.name == name and agent.process.exitcode is None and not agent.done:
                 agent.process.kill()
 
-    def _processes(self) -> list[BaseProcess]:
+    def _processes(self) -> list[ChildProcess]:
         return [agents[0].process for agents in self._by_channel.values()]
 
     def agent_processes(self, *, alive: bool = True) -> dict[int, int]:
@@ -872,7 +873,7 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _how_it_ended(process: BaseProcess | None) -> str:
+def _how_it_ended(process: ChildProcess | None) -> str:
     code = process.exitcode if process is not None else None
     if code is not None and code < 0:
         return f"killed by {signal.Signals(-code).name}"

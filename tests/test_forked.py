@@ -1,0 +1,158 @@
+"""ForkedProcess: a bare fork that keeps multiprocessing.Process's meaning."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mpmarket.forked import ForkedProcess, start_child
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _return() -> None:
+    return None
+
+
+def _exit_with(code: object) -> None:
+    raise SystemExit(code)
+
+
+def _fail() -> None:
+    raise RuntimeError("the agent broke")
+
+
+def _sleep() -> None:
+    time.sleep(60)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as file:
+        file.write(text)
+
+
+@pytest.fixture
+def children() -> Iterator[list[ForkedProcess]]:
+    """Processes a test starts; killed and reaped whatever the test does."""
+    started: list[ForkedProcess] = []
+    yield started
+    for child in started:
+        child.kill()
+        child.join(10)
+
+
+def _run(children: list[ForkedProcess], target, *args) -> ForkedProcess:
+    child = ForkedProcess(target, "agent-0", args)
+    children.append(child)
+    child.start()
+    child.join(30)
+    return child
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "code"),
+    [(_return, (), 0), (_exit_with, (None,), 0), (_exit_with, (3,), 3), (_exit_with, ("bad",), 1)],
+)
+def test_exit_codes_are_those_of_multiprocessing(children, target, args, code):
+    child = _run(children, target, *args)
+    assert child.exitcode == code
+    assert not child.is_alive()
+
+
+def test_the_child_runs_the_target_in_another_process(children, tmp_path):
+    out = tmp_path / "out"
+    child = _run(children, _write, str(out), "written by the child")
+    assert child.exitcode == 0
+    assert out.read_text() == "written by the child"
+    assert child.pid != os.getpid()
+
+
+def test_an_exception_is_exit_code_1_with_its_traceback(children, capfd):
+    child = _run(children, _fail)
+    assert child.exitcode == 1
+    err = capfd.readouterr().err
+    assert "Process agent-0:" in err
+    assert "RuntimeError: the agent broke" in err
+
+
+def test_a_message_given_to_system_exit_goes_to_stderr(children, capfd):
+    _run(children, _exit_with, "cannot reach market")
+    assert "cannot reach market" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("stop", "signum"), [("kill", signal.SIGKILL), ("terminate", signal.SIGTERM)]
+)
+def test_a_signal_is_a_negative_exit_code(children, stop, signum):
+    child = ForkedProcess(_sleep, "agent-0", ())
+    children.append(child)
+    child.start()
+    child.join(0.05)
+    assert child.is_alive() and child.exitcode is None
+    getattr(child, stop)()
+    child.join(30)
+    assert child.exitcode == -signum
+
+
+def test_the_sentinel_is_ready_when_the_child_ends(children):
+    child = ForkedProcess(_sleep, "agent-0", ())
+    children.append(child)
+    child.start()
+    assert not multiprocessing.connection.wait([child.sentinel], 0.05)
+    child.kill()
+    assert multiprocessing.connection.wait([child.sentinel], 30) == [child.sentinel]
+
+
+def test_multiprocessing_does_not_count_it_among_its_children(children):
+    child = ForkedProcess(_sleep, "agent-0", ())
+    children.append(child)
+    child.start()
+    assert child not in multiprocessing.active_children()
+    assert not multiprocessing.active_children()
+
+
+def test_close_frees_the_sentinel_only_once_the_child_ended(children):
+    child = ForkedProcess(_sleep, "agent-0", ())
+    children.append(child)
+    child.start()
+    with pytest.raises(ValueError, match="still running"):
+        child.close()
+    child.kill()
+    child.join(30)
+    child.close()
+    with pytest.raises(OSError):
+        os.fstat(child.sentinel)
+
+
+def test_start_twice_and_join_before_start_are_errors(children):
+    child = ForkedProcess(_return, "agent-0", ())
+    with pytest.raises(RuntimeError, match="never started"):
+        child.join(0)
+    children.append(child)
+    child.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        child.start()
+
+
+def test_start_child_forks_bare_only_under_fork(tmp_path):
+    out = tmp_path / "out"
+    forked = start_child(multiprocessing.get_context("fork"), _write, "a", (str(out), "fork"))
+    spawned = start_child(
+        multiprocessing.get_context("spawn"), _write, "b", (str(out) + "2", "spawn")
+    )
+    try:
+        forked.join(30)
+        spawned.join(30)
+        assert isinstance(forked, ForkedProcess)
+        assert isinstance(spawned, multiprocessing.get_context("spawn").Process)
+        assert (forked.exitcode, spawned.exitcode) == (0, 0)
+        assert out.read_text() == "fork"
+    finally:
+        for child in (forked, spawned):
+            child.kill()
+            child.join(10)
