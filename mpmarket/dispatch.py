@@ -8,7 +8,9 @@ each call on the market and writes its answer. A call that has to wait (an add
 with too few units on sale, a publish of a full producer) is parked in the
 market with a callback; its answer goes out the moment a publish, remove or
 release completes it, or when its timeout passes. No thread ever waits for a
-product and no thread is ever woken for one.
+product and no thread is ever woken for one. A client that sends faster than
+it reads its answers is read no more until it catches up (``OUTBOX_HIGH``,
+``BACKLOG_HIGH``), so it cannot make the server hold its answers unbounded.
 
 The wire format is the manager's own: ``multiprocessing.connection`` framing
 (a 4-byte big-endian length, or -1 and an 8-byte one) around pickled
@@ -56,6 +58,13 @@ _DUMPS = pickle.dumps
 _LOADS = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+# A client that sends requests without reading the answers is no longer read
+# once this much waits for it (answers its socket did not take, or requests
+# behind its parked call), until half of it is gone: its own sends block when
+# the socket buffers fill, and the server's memory stays bounded.
+OUTBOX_HIGH = 1 << 20  # bytes
+BACKLOG_HIGH = 1024  # requests
+
 
 # -- the calls that may wait ---------------------------------------------------
 # Each: start(market, wake, *args, **kwds) -> result or a wait; finish(market,
@@ -95,6 +104,8 @@ class _Client:
     outbox: bytearray = field(default_factory=bytearray)  # what the socket did not take
     parked: _Parked | None = None  # the call waiting in the market, if any
     backlog: deque[bytes] = field(default_factory=deque)  # requests sent meanwhile
+    events: int = selectors.EVENT_READ  # what the selector watches for (0: not registered)
+    paused: bool = False  # not read until it catches up (OUTBOX_HIGH, BACKLOG_HIGH)
     closed: bool = False
 
 
@@ -255,6 +266,8 @@ class ConnectionLoop:
             else:  # clients ask one thing at a time; keep the rest in order
                 client.backlog.append(message)
         client.inbox = bytes(data[at:]) if at < end else b""
+        if client.outbox or client.backlog:
+            self._watch(client)
 
     def _serve(self, client: _Client, message: bytes) -> None:
         """Run one request; answer it now unless it parked in the market."""
@@ -325,6 +338,8 @@ class ConnectionLoop:
         self._answer(client, answer)
         while client.backlog and client.parked is None and not client.closed:
             self._serve(client, client.backlog.popleft())
+        if client.paused:
+            self._watch(client)
 
     def _answer(self, client: _Client, answer: tuple[str, Any]) -> None:
         try:
@@ -350,7 +365,7 @@ class ConnectionLoop:
             return
         if sent < len(data):
             client.outbox += memoryview(data)[sent:]
-            self._selector.modify(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+            self._watch(client)
 
     def _flush(self, client: _Client) -> None:
         try:
@@ -361,8 +376,31 @@ class ConnectionLoop:
             self._close(client)
             return
         del client.outbox[:sent]
-        if not client.outbox:
-            self._selector.modify(client.sock, selectors.EVENT_READ, client)
+        if not client.outbox or client.paused:
+            self._watch(client)
+
+    def _watch(self, client: _Client) -> None:
+        """Read the client unless too much waits for it; write while answers wait."""
+        if client.closed:
+            return
+        if client.paused:
+            client.paused = (
+                len(client.outbox) > OUTBOX_HIGH // 2 or len(client.backlog) > BACKLOG_HIGH // 2
+            )
+        else:
+            client.paused = len(client.outbox) > OUTBOX_HIGH or len(client.backlog) > BACKLOG_HIGH
+        events = (0 if client.paused else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if client.outbox else 0
+        )
+        if events == client.events:
+            return
+        if not client.events:
+            self._selector.register(client.sock, events, client)
+        elif not events:  # paused behind its parked call: its answer resumes it
+            self._selector.unregister(client.sock)
+        else:
+            self._selector.modify(client.sock, events, client)
+        client.events = events
 
     def _close(self, client: _Client) -> None:
         """Forget a connection; a call it left parked ends now (its cart keeps its units)."""

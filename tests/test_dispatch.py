@@ -9,6 +9,7 @@ one slow or silent client never holds up the others.
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import struct
@@ -18,6 +19,7 @@ from multiprocessing import connection, managers
 
 import pytest
 
+from mpmarket import dispatch
 from mpmarket import server as server_module
 from mpmarket.errors import CartRevokedError, MarketClosedError
 from mpmarket.marketplace import Marketplace
@@ -129,6 +131,76 @@ def test_a_client_that_does_not_read_its_answer_holds_up_nobody(served):
         assert other.add_many(cart, LINDEN, 1) == 0
     kind, snapshot = _answer(slow)
     assert kind == "#RETURN" and snapshot.units_on_sale == 3
+
+
+def test_a_client_that_sends_without_reading_is_read_no_more_until_it_catches_up(
+    served, monkeypatch
+):
+    serving, authkey = served
+    monkeypatch.setattr(dispatch, "OUTBOX_HIGH", 64 * 1024)
+    flood = _attach(served)
+    sock = socket.socket(fileno=os.dup(flood.fileno()))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    sock.setblocking(False)
+    requests = 500_000  # about 20 MB: more than the socket buffers both ways hold
+    stream = memoryview(_frame((MARKET_IDENT, "audit", (), {})) * requests)
+    sent, last_sent = 0, time.monotonic()
+    while sent < len(stream) and time.monotonic() - last_sent < 0.5:
+        try:
+            sent += sock.send(stream[sent : sent + (1 << 20)])
+            last_sent = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert sent < len(stream), "the server read every request without any answer read"
+    (client,) = [c for c in serving._server.loop._clients if c.paused]
+    assert len(client.outbox) <= dispatch.OUTBOX_HIGH + 2 * dispatch._RECV_BYTES
+    other = connect(serving.address, authkey)
+    assert other.audit() == []  # the others are served meanwhile
+    other.disconnect()
+    sock.setblocking(True)
+    sock.settimeout(CALL_S)
+    rest = threading.Thread(target=sock.sendall, args=(stream[sent:],))
+    rest.start()
+    answer = pickle.dumps(("#RETURN", []), pickle.HIGHEST_PROTOCOL)
+    expected = (struct.pack("!i", len(answer)) + answer) * requests
+    received = bytearray()
+    while len(received) < len(expected):  # reading resumes it: every request is answered
+        received += sock.recv(1 << 20)
+    rest.join(CALL_S)
+    assert received == expected
+    sock.setblocking(True)
+    assert not client.paused
+    assert managers.dispatch(flood, MARKET_IDENT, "audit") == []
+    sock.close()
+
+
+def test_requests_piled_behind_a_waiting_call_are_read_no_more_until_it_ends(served, monkeypatch):
+    serving, authkey = served
+    monkeypatch.setattr(dispatch, "BACKLOG_HIGH", 100)
+    market = connect(serving.address, authkey)
+    producer = market.register_producer()
+    consumer = _attach(served)
+    cart = managers.dispatch(consumer, MARKET_IDENT, "new_cart")
+    audit = _frame((MARKET_IDENT, "audit", (), {}))
+    sock = socket.socket(fileno=os.dup(consumer.fileno()))
+    sock.sendall(_frame((MARKET_IDENT, "add_many", (cart, LINDEN, 1, 30.0), {})) + audit * 1000)
+    deadline = time.monotonic() + CALL_S
+    while not any(c.paused for c in serving._server.loop._clients):
+        assert time.monotonic() < deadline, "never paused"
+        time.sleep(0.01)
+    (client,) = [c for c in serving._server.loop._clients if c.paused]
+    piled = len(client.backlog)
+    sock.sendall(audit * 1000)  # now left in the socket
+    time.sleep(0.2)
+    assert len(client.backlog) == piled and client.events == 0
+    assert market.publish(producer, LINDEN)  # the add ends: the backlog goes, reading resumes
+    assert _answer(consumer) == ("#RETURN", 1)
+    for _ in range(2000):
+        assert _answer(consumer) == ("#RETURN", [])
+    assert not client.paused and not client.backlog
+    sock.close()
+    market.disconnect()
 
 
 def test_unknown_objects_methods_and_garbage_are_refused_and_the_connection_lives_on(served):
