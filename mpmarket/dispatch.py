@@ -162,6 +162,11 @@ class ConnectionLoop:
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         conn.close()
         sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # as asyncio does
+            # An answer written while an earlier one is unacknowledged (answers
+            # to pipelined requests, a large answer's last piece) goes out now,
+            # not after the client's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._arrivals.append(_Client(sock, served, on_close))
         self._kick()
 

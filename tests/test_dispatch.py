@@ -74,6 +74,14 @@ def test_the_stock_dispatch_of_the_standard_library_is_served(served):
     assert books.published == 1 and books.on_sale == 1
 
 
+def test_served_connections_send_without_waiting_for_acknowledgements(served):
+    serving, _ = served
+    conn = _attach(served)
+    assert managers.dispatch(conn, MARKET_IDENT, "audit") == []  # served by the loop now
+    (client,) = serving._server.loop._clients
+    assert client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 def test_requests_sent_behind_a_waiting_call_are_answered_after_it_in_order(served):
     serving, _ = served
     consumer = _attach(served)
