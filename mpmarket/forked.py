@@ -57,6 +57,7 @@ class ForkedProcess:
     def start(self) -> None:
         if self.pid is not None:
             raise RuntimeError(f"process {self.name} was already started")
+        _flush_std_streams()  # else the child writes out the parent's buffered output again
         read_end, write_end = os.pipe()  # the child holds the write end until it ends
         pid = os.fork()
         if pid == 0:
@@ -83,9 +84,7 @@ class ForkedProcess:
             traceback.print_exc()
             return 1
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
+            _flush_std_streams()
 
     @property
     def exitcode(self) -> int | None:
@@ -130,6 +129,12 @@ class ForkedProcess:
             raise ValueError(f"cannot close process {self.name}: it is still running")
         if self._close_sentinel is not None:
             self._close_sentinel()
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # closed, or None under pythonw
+            stream.flush()
 
 
 def start_child(

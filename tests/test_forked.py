@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -156,3 +158,24 @@ def test_start_child_forks_bare_only_under_fork(tmp_path):
         for child in (forked, spawned):
             child.kill()
             child.join(10)
+
+
+def test_output_the_parent_buffered_before_the_fork_is_written_once():
+    script = (
+        "import sys\n"
+        "from mpmarket.forked import ForkedProcess\n"
+        "print('written before the fork')\n"  # buffered: stdout is a pipe
+        "child = ForkedProcess(print, 'agent-0', ('written by the child',))\n"
+        "child.start(); child.join(30)\n"
+        "print('exit', child.exitcode)\n"
+    )
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=buffered,
+    )
+    assert done.stdout.splitlines() == ["written before the fork", "written by the child", "exit 0"]
