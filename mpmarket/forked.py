@@ -6,10 +6,11 @@ makes O(n²) ``waitpid`` calls: 31,000 for 250 agents), and the child, before
 it runs a line of ours, drops the parent's set of children, reopens stdin and
 runs the after-fork hooks: all of it writes to pages the child would
 otherwise share with the runner, and the more agents came before, the more.
-Measured on 256 agents (``bench scale``): 3.05 MB of PSS per agent and
-ready in 0.52 s with ``multiprocessing.Process``, 2.35 MB and 0.43 s with
-``ForkedProcess``; an agent's private pages when it starts its work went
-from 1.8 MB to 1.2 MB, the same for the first agent and the last.
+Measured on 256 agents (``bench scale --repeat 5``, twice each, alternated):
+3.42 and 3.44 MB of PSS per agent, ready in 0.63 and 0.59 s with
+``multiprocessing.Process``; 2.45 and 2.41 MB, 0.49 and 0.45 s with
+``ForkedProcess``. An agent's private pages at its first line went from
+1.74 MB (the first agents) to 1.94 MB (the last) down to 1.16 MB for all.
 
 ``ForkedProcess`` keeps the part of the ``Process`` interface a run uses
 (``lifeline.ChildProcess``) with the same meaning: a sentinel that becomes
