@@ -26,17 +26,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mpmarket.agents import consume, produce
+from mpmarket.core.agents import consume, produce
 from mpmarket.errors import MarketClosedError
-from mpmarket.html_report import render_html
-from mpmarket.live import format_live
-from mpmarket.marketplace import Marketplace
+from mpmarket.view.html import render_html
+from mpmarket.view.live import format_live
+from mpmarket.core.market import Marketplace
 from mpmarket.products import Product
-from mpmarket.report import report_to_json
-from mpmarket.runner import RunReport
-from mpmarket.simulate import simulate
-from mpmarket.timeline import Sample, Timeline
-from mpmarket.workload import generate
+from mpmarket.view.summary import report_to_json
+from mpmarket.run.local import RunReport
+from mpmarket.core.simulate import simulate
+from mpmarket.run.timeline import Sample, Timeline
+from mpmarket.core.workload import generate
 
 DOCS = Path(__file__).resolve().parent
 SAMPLE_EVERY_S = 0.1

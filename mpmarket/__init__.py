@@ -4,8 +4,8 @@ The layers, each importing only those above it: ``products``, ``marketplace``,
 ``workload``, ``agents``, ``server``, ``runner``, ``report``, ``cli``.
 """
 
+from mpmarket.core.market import Marketplace
 from mpmarket.errors import MarketError, MpmarketError
-from mpmarket.marketplace import Marketplace
 from mpmarket.products import Coffee, Product, Tea
 
 __all__ = ["Coffee", "MarketError", "Marketplace", "MpmarketError", "Product", "Tea", "__version__"]

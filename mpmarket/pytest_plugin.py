@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mpmarket.server import Address, MarketProxy, connect, new_authkey, start_server
+from mpmarket.net.server import Address, MarketProxy, connect, new_authkey, start_server
 
 __all__ = ["MarketFixture", "market", "market_queue_size"]
 

@@ -23,12 +23,10 @@ from typing import Any
 
 import pytest
 
-from mpmarket import agents
-from mpmarket.agents import consume, produce
-from mpmarket.errors import MarketClosedError
-from mpmarket.marketplace import MarketBooks, Marketplace
-from mpmarket.products import Coffee, Product, Tea
-from mpmarket.workload import (
+from mpmarket.core import agents as agents
+from mpmarket.core.agents import consume, produce
+from mpmarket.core.market import MarketBooks, Marketplace
+from mpmarket.core.workload import (
     ConsumerSpec,
     Op,
     ProducerSpec,
@@ -39,6 +37,8 @@ from mpmarket.workload import (
     load_workload,
     purchase_line,
 )
+from mpmarket.errors import MarketClosedError
+from mpmarket.products import Coffee, Product, Tea
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

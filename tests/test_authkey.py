@@ -6,14 +6,14 @@ import stat
 
 import pytest
 
-from mpmarket.authkey import (
+from mpmarket.errors import AuthkeyError
+from mpmarket.net.authkey import (
     ENV_VAR,
     create_key_file,
     default_key_path,
     load_authkey,
     new_key_text,
 )
-from mpmarket.errors import AuthkeyError
 
 KEY = "0123456789abcdef-a-test-key"
 

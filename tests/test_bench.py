@@ -19,8 +19,8 @@ import psutil
 import pytest
 from click.testing import CliRunner, Result
 
-from mpmarket import bench as measure
-from mpmarket.cli_bench import bench
+from mpmarket.bench import measure as measure
+from mpmarket.cli.bench import bench
 
 TOP_KEYS = {"benchmark", "version", "machine", "repeat", "params", "floor", "cases"}
 
@@ -319,7 +319,7 @@ def course_dir(tmp_path: Path) -> Path:
 def test_course_without_simulator(
     tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "mpmarket.simulate", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "mpmarket.core.simulate", None)  # import raises ImportError
     result, data = invoke(tmp_path, "course", str(course_dir), "--repeat", "1")
     cases = check_schema(data, "course", 1)
     assert list(cases) == ["tiny", "total"]
@@ -339,9 +339,9 @@ def test_course_without_simulator(
 def test_course_with_simulator(
     tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = types.ModuleType("mpmarket.simulate")
+    fake = types.ModuleType("mpmarket.core.simulate")
     fake.simulate = lambda workload, *, poll=False: types.SimpleNamespace(makespan=0.25)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mpmarket.simulate", fake)
+    monkeypatch.setitem(sys.modules, "mpmarket.core.simulate", fake)
     _, data = invoke(tmp_path, "course", str(course_dir), "--repeat", "1")
     cases = check_schema(data, "course", 1)
     assert data["params"]["ideal_available"] is True
@@ -417,9 +417,9 @@ def test_stat_of() -> None:
 def test_course_skips_a_deadlocked_case(
     tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = types.ModuleType("mpmarket.simulate")
+    fake = types.ModuleType("mpmarket.core.simulate")
     fake.simulate = lambda workload, *, poll=False: types.SimpleNamespace(makespan=None)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mpmarket.simulate", fake)
+    monkeypatch.setitem(sys.modules, "mpmarket.core.simulate", fake)
     path = tmp_path / "bench.json"
     result = CliRunner().invoke(bench, ["course", str(course_dir), "--json", str(path)])
     assert result.exit_code == 1

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from mpmarket.runner import LocalRun, RunObserver
-from mpmarket.workload import expected_purchases, generate, load_workload, purchase_line
+from mpmarket.core.workload import expected_purchases, generate, load_workload, purchase_line
+from mpmarket.run.local import LocalRun, RunObserver
 from tests.helpers import bought_lines, run_cli
 
 TOML_WORKLOAD = """
@@ -117,12 +117,12 @@ def test_forkserver_preloads_the_modules_the_run_imported():
     """Without it every agent imported mpmarket, click and rich again, one after the other."""
     import multiprocessing.forkserver
 
-    import mpmarket.cli  # noqa: F401  (what `mpmarket run` has imported)
-    from mpmarket.runner import process_context
+    import mpmarket.cli.main  # noqa: F401  (what `mpmarket run` has imported)
+    from mpmarket.run.local import process_context
 
     process_context("forkserver")
     preload = multiprocessing.forkserver._forkserver._preload_modules
-    assert {"mpmarket.cli", "mpmarket.runner", "mpmarket.agents"} <= set(preload)
+    assert {"mpmarket.cli.main", "mpmarket.run.local", "mpmarket.core.agents"} <= set(preload)
 
 
 def test_toml_config_json_report_and_operation_log(tmp_path):

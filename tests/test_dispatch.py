@@ -19,18 +19,18 @@ from multiprocessing import connection, managers
 
 import pytest
 
-from mpmarket import dispatch
-from mpmarket import server as server_module
+from mpmarket.core.market import Marketplace
 from mpmarket.errors import CartRevokedError, MarketClosedError
-from mpmarket.marketplace import Marketplace
-from mpmarket.products import Product, Tea
-from mpmarket.server import (
+from mpmarket.net import loop as dispatch
+from mpmarket.net import server as server_module
+from mpmarket.net.server import (
     MARKET_IDENT,
     ServedMarket,
     _open_connection,
     connect,
     new_authkey,
 )
+from mpmarket.products import Product, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")
 CALL_S = 10.0  # a generous bound on any single answer in these tests

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mpmarket.forked import ForkedProcess, start_child
+from mpmarket.proc.forked import ForkedProcess, start_child
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,7 +163,7 @@ def test_start_child_forks_bare_only_under_fork(tmp_path):
 def test_output_the_parent_buffered_before_the_fork_is_written_once():
     script = (
         "import sys\n"
-        "from mpmarket.forked import ForkedProcess\n"
+        "from mpmarket.proc.forked import ForkedProcess\n"
         "print('written before the fork')\n"  # buffered: stdout is a pipe
         "child = ForkedProcess(print, 'agent-0', ('written by the child',))\n"
         "child.start(); child.join(30)\n"

@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
-from mpmarket import html_report
-from mpmarket.html_report import render_html
-from mpmarket.marketplace import MarketBooks
+from mpmarket.core.market import MarketBooks
 from mpmarket.products import Coffee, Tea
-from mpmarket.report import report_to_json
-from mpmarket.runner import RunReport
-from mpmarket.timeline import Sample, Timeline
+from mpmarket.run.local import RunReport
+from mpmarket.run.timeline import Sample, Timeline
+from mpmarket.view import html as html_report
+from mpmarket.view.html import render_html
+from mpmarket.view.summary import report_to_json
 
 NASTY = '<b>&"'  # a name that breaks a page that forgets to escape
 LINDEN = Tea("Linden", 9, "Herbal")

@@ -14,9 +14,9 @@ import threading
 import pytest
 from rich.console import Console
 
-from mpmarket import live
-from mpmarket.live import LiveView, format_live, format_progress_line
-from mpmarket.timeline import Sample, Timeline
+from mpmarket.run.timeline import Sample, Timeline
+from mpmarket.view import live as live
+from mpmarket.view.live import LiveView, format_live, format_progress_line
 
 # SGR parameters that set a colour: 30-37/90-97 (foreground), 40-47/100-107
 # (background), 38/48 (extended, 256 or true colour).

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from mpmarket.core.market import MarketBooks, Marketplace
 from mpmarket.errors import (
     InvalidArgumentError,
     MarketClosedError,
@@ -30,8 +31,7 @@ from mpmarket.errors import (
     UnknownProducerError,
     WorkloadError,
 )
-from mpmarket.marketplace import MarketBooks, Marketplace
-from mpmarket.oplog import operation_logger
+from mpmarket.net.oplog import operation_logger
 from mpmarket.products import Coffee, Product, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from mpmarket.core.market import Marketplace
 from mpmarket.errors import CartRevokedError, MarketClosedError, UnknownCartError
-from mpmarket.marketplace import Marketplace
 from mpmarket.products import Coffee, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")

@@ -27,6 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from mpmarket.core.market import Marketplace
 from mpmarket.errors import (
     CartRevokedError,
     InvalidArgumentError,
@@ -34,7 +35,6 @@ from mpmarket.errors import (
     UnknownCartError,
     UnknownProducerError,
 )
-from mpmarket.marketplace import Marketplace
 from mpmarket.products import Product, Tea
 
 # Two of them share name and price but not class: they must never mix.

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from mpmarket.core.market import MarketBooks, Marketplace
 from mpmarket.errors import MarketClosedError
-from mpmarket.marketplace import MarketBooks, Marketplace
 from mpmarket.products import Coffee, Product, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")

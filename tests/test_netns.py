@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from mpmarket.workload import expected_purchases, load_workload
+from mpmarket.core.workload import expected_purchases, load_workload
 from tests.remote_helpers import clean_env, mpmarket, wait_for_start_line
 from tests.test_remote import KEY, WORKLOAD
 

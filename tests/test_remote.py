@@ -21,11 +21,10 @@ import psutil
 import pytest
 
 from mpmarket import __version__ as mpmarket_version
-from mpmarket import server as server_module
+from mpmarket.core.workload import expected_purchases, generate, load_workload
 from mpmarket.errors import InvalidArgumentError, MarketUnavailableError, VersionMismatchError
-from mpmarket.products import Coffee, Tea
-from mpmarket.runner import pick_agents
-from mpmarket.server import (
+from mpmarket.net import server as server_module
+from mpmarket.net.server import (
     PROTOCOL_VERSION,
     SESSION_IDENT,
     _open_connection,
@@ -34,7 +33,8 @@ from mpmarket.server import (
     new_authkey,
     start_server,
 )
-from mpmarket.workload import expected_purchases, generate, load_workload
+from mpmarket.products import Coffee, Tea
+from mpmarket.run.local import pick_agents
 from tests.remote_helpers import (
     clean_env,
     free_port,
@@ -606,7 +606,7 @@ FROZEN_CONSUMER = """
 import sys
 from mpmarket.errors import CartRevokedError
 from mpmarket.products import Tea
-from mpmarket.server import connect, parse_address
+from mpmarket.net.server import connect, parse_address
 
 market = connect(parse_address(sys.argv[1]), open(sys.argv[2]).read().strip().encode())
 producer = market.register_producer()

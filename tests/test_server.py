@@ -15,8 +15,8 @@ from mpmarket.errors import (
     UnknownCartError,
     UnknownProducerError,
 )
+from mpmarket.net.server import connect, format_address, new_authkey, parse_address, start_server
 from mpmarket.products import Coffee, Tea
-from mpmarket.server import connect, format_address, new_authkey, parse_address, start_server
 
 LINDEN = Tea("Linden", 9, "Herbal")
 ARABICA = Coffee("Arabica", 3, 5.02, "LIGHT")

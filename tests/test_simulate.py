@@ -15,9 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpmarket.products import Coffee, Tea
-from mpmarket.simulate import Deadlock, Stall, simulate
-from mpmarket.workload import (
+from mpmarket.core.simulate import Deadlock, Stall, simulate
+from mpmarket.core.workload import (
     ConsumerSpec,
     Op,
     ProducerSpec,
@@ -27,6 +26,7 @@ from mpmarket.workload import (
     generate,
     load_workload,
 )
+from mpmarket.products import Coffee, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")
 ARABICA = Coffee("Arabica", 3, 5.02, "LIGHT")

@@ -6,12 +6,12 @@ import contextlib
 import threading
 import time
 
+from mpmarket.core.market import Marketplace
+from mpmarket.core.simulate import simulate
+from mpmarket.core.stall import diagnose
+from mpmarket.core.workload import ConsumerSpec, Op, ProducerSpec, ProductionStep, Workload
 from mpmarket.errors import MarketClosedError
-from mpmarket.marketplace import Marketplace
 from mpmarket.products import Coffee, Tea
-from mpmarket.simulate import simulate
-from mpmarket.stall import diagnose
-from mpmarket.workload import ConsumerSpec, Op, ProducerSpec, ProductionStep, Workload
 
 LINDEN = Tea("Linden", 9, "Herbal")
 ARABICA = Coffee("Arabica", 3, 5.02, "LIGHT")

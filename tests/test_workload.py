@@ -19,10 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpmarket.errors import WorkloadError
-from mpmarket.products import Coffee, Product, Tea
-from mpmarket.simulate import simulate
-from mpmarket.workload import (
+from mpmarket.core.simulate import simulate
+from mpmarket.core.workload import (
     DEFAULT_QUEUE_SIZE,
     ConsumerSpec,
     Op,
@@ -38,6 +36,8 @@ from mpmarket.workload import (
     parse_toml,
     purchase_line,
 )
+from mpmarket.errors import WorkloadError
+from mpmarket.products import Coffee, Product, Tea
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpmarket.products import Coffee, Product, Tea
-from mpmarket.workload import (
+from mpmarket.core.workload import (
     ConsumerSpec,
     Op,
     ProducerSpec,
@@ -21,6 +20,7 @@ from mpmarket.workload import (
     generate,
     load_workload,
 )
+from mpmarket.products import Coffee, Product, Tea
 
 
 def _same(a: Workload, b: Workload) -> bool:

@@ -26,7 +26,7 @@ Each waiting call is split in two, ``start_add`` / ``finish_add`` and
 market calls once, with its lock held, when the wait is over. A thread passes
 the release of a one-shot ``threading.Lock`` and blocks on it (``add_many``,
 ``publish``); the server's event loop passes a callback that queues the reply
-(``mpmarket.dispatch``), so no thread waits at all.
+(``mpmarket.net.loop``), so no thread waits at all.
 
 Locking: one ``threading.Lock`` guards all the state above; critical sections
 are a few dictionary operations and never block. A ``wake`` must not block

@@ -4,7 +4,7 @@ This is the only module that touches ``multiprocessing.managers``. It adds
 these to the stock manager:
 
 - **One serving thread.** Authenticated connections are served by one
-  event loop (``mpmarket.dispatch``) instead of a thread each; calls that wait
+  event loop (``mpmarket.net.loop``) instead of a thread each; calls that wait
   are parked in the market and answered when complete. Same wire format.
 
 - **One well-known object.** The server installs its Marketplace under the
@@ -57,11 +57,11 @@ from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
 from mpmarket import __version__
-from mpmarket.dispatch import ConnectionLoop, Served
+from mpmarket.core.market import MarketBooks, Marketplace, MarketSnapshot, MarketWaits
 from mpmarket.errors import MarketUnavailableError, VersionMismatchError
-from mpmarket.lifeline import Lifeline
-from mpmarket.marketplace import MarketBooks, Marketplace, MarketSnapshot, MarketWaits
-from mpmarket.oplog import LogSettings
+from mpmarket.net.loop import ConnectionLoop, Served
+from mpmarket.net.oplog import LogSettings
+from mpmarket.proc.lifeline import Lifeline
 from mpmarket.products import Product
 
 __all__ = [
@@ -307,7 +307,7 @@ class _MarketServer(managers.Server):
     for the authentication handshake (blocking code of the standard library,
     bounded here by ``HANDSHAKE_TIMEOUT``); an authenticated
     ``accept_connection`` is then served by the ``ConnectionLoop``, on one
-    thread for all connections (see ``mpmarket.dispatch``). Only
+    thread for all connections (see ``mpmarket.net.loop``). Only
     ``accept_connection`` (and, for a local run's server, ``shutdown``) may
     start a connection; no fallback methods (``#GETVALUE`` would try to pickle
     the market itself).

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from mpmarket.oplog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS
-from mpmarket.runner import START_METHODS, default_start_method
-from mpmarket.server import DEFAULT_PORT, parse_address
+from mpmarket.net.oplog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS
+from mpmarket.net.server import DEFAULT_PORT, parse_address
+from mpmarket.run.local import START_METHODS, default_start_method
 
 __all__ = [
     "ADDRESS",

@@ -33,7 +33,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from mpmarket.timeline import Sample, Timeline
+from mpmarket.run.timeline import Sample, Timeline
 
 __all__ = [
     "MAX_PRODUCER_ROWS",

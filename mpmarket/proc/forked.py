@@ -34,7 +34,7 @@ from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from mpmarket.lifeline import ChildProcess
+from mpmarket.proc.lifeline import ChildProcess
 
 __all__ = ["ForkedProcess", "start_child"]
 

@@ -63,7 +63,17 @@ from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from mpmarket.agents import WAIT_PER_TRY, AgentStats, consume, produce
+from mpmarket.core.agents import WAIT_PER_TRY, AgentStats, consume, produce
+from mpmarket.core.market import MarketBooks
+from mpmarket.core.stall import diagnose
+from mpmarket.core.workload import (
+    ConsumerSpec,
+    Op,
+    ProducerSpec,
+    Workload,
+    dump_toml,
+    verify_orders,
+)
 from mpmarket.errors import (
     MarketClosedError,
     MarketLostError,
@@ -72,12 +82,8 @@ from mpmarket.errors import (
     RunError,
     StallError,
 )
-from mpmarket.forked import start_child
-from mpmarket.lifeline import ChildProcess, Lifeline, join_all, stop_processes
-from mpmarket.marketplace import MarketBooks
-from mpmarket.oplog import LogSettings
-from mpmarket.products import Product
-from mpmarket.server import (
+from mpmarket.net.oplog import LogSettings
+from mpmarket.net.server import (
     ATTACH_TIMEOUT,
     Address,
     MarketManager,
@@ -87,16 +93,10 @@ from mpmarket.server import (
     new_authkey,
     start_server,
 )
-from mpmarket.stall import diagnose
-from mpmarket.timeline import SAMPLE_INTERVAL_S, Sample, Timeline
-from mpmarket.workload import (
-    ConsumerSpec,
-    Op,
-    ProducerSpec,
-    Workload,
-    dump_toml,
-    verify_orders,
-)
+from mpmarket.proc.forked import start_child
+from mpmarket.proc.lifeline import ChildProcess, Lifeline, join_all, stop_processes
+from mpmarket.products import Product
+from mpmarket.run.timeline import SAMPLE_INTERVAL_S, Sample, Timeline
 
 __all__ = [
     "START_METHODS",

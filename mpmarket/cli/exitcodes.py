@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from mpmarket.runner import RunReport
+    from mpmarket.run.local import RunReport
 
 __all__ = ["EPILOG", "ExitCode", "fail"]
 

@@ -32,8 +32,8 @@ import heapq
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from mpmarket.core.workload import Workload, purchase_line
 from mpmarket.products import Product
-from mpmarket.workload import Workload, purchase_line
 
 __all__ = ["Deadlock", "Simulation", "Stall", "simulate"]
 

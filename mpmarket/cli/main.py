@@ -1,6 +1,6 @@
 """The ``mpmarket`` command: parse, call, print. No logic a test would want.
 
-Each command's help ends with the exit codes of ``mpmarket.exitcodes``.
+Each command's help ends with the exit codes of ``mpmarket.cli.exitcodes``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from rich.console import Console
 from rich.live import Live
 
 from mpmarket import __version__
-from mpmarket.authkey import ENV_VAR, Authkey, load_authkey
-from mpmarket.cli_bench import bench
-from mpmarket.cli_options import (
+from mpmarket.cli.bench import bench
+from mpmarket.cli.exitcodes import EPILOG, ExitCode
+from mpmarket.cli.exitcodes import fail as _fail
+from mpmarket.cli.options import (
     ADDRESS,
     DEFAULT_ADDRESS,
     SHARD,
@@ -36,53 +37,52 @@ from mpmarket.cli_options import (
     start_method_option,
     workload_options,
 )
-from mpmarket.errors import AuthkeyError, MarketUnavailableError, MpmarketError, WorkloadError
-from mpmarket.exitcodes import EPILOG, ExitCode
-from mpmarket.exitcodes import fail as _fail
-from mpmarket.html_report import render_html
-from mpmarket.live import LiveView
-from mpmarket.marketplace import Marketplace
-from mpmarket.oplog import LogSettings
-from mpmarket.products import Product
-from mpmarket.report import (
-    format_agents,
-    format_simulation,
-    format_summary,
-    report_to_json,
-    result_lines,
-)
-from mpmarket.runner import (
-    AgentDeath,
-    LocalRun,
-    RunObserver,
-    RunReport,
-    pick_agents,
-)
-from mpmarket.server import (
-    CART_LEASE_S,
-    Address,
-    ServedMarket,
-    format_address,
-    is_loopback,
-)
-from mpmarket.server import connect as attach
-from mpmarket.simulate import simulate
-from mpmarket.status import (
-    format_serve_line,
-    format_serve_summary,
-    format_serve_view,
-    format_status,
-    status_to_json,
-)
-from mpmarket.stress import plan_stress, run_stress
-from mpmarket.timeline import Timeline
-from mpmarket.workload import (
+from mpmarket.core.market import Marketplace
+from mpmarket.core.simulate import simulate
+from mpmarket.core.workload import (
     DEFAULT_QUEUE_SIZE,
     Workload,
     dump_course_json,
     dump_toml,
     generate,
     load_workload,
+)
+from mpmarket.errors import AuthkeyError, MarketUnavailableError, MpmarketError, WorkloadError
+from mpmarket.net.authkey import ENV_VAR, Authkey, load_authkey
+from mpmarket.net.oplog import LogSettings
+from mpmarket.net.server import (
+    CART_LEASE_S,
+    Address,
+    ServedMarket,
+    format_address,
+    is_loopback,
+)
+from mpmarket.net.server import connect as attach
+from mpmarket.products import Product
+from mpmarket.run.local import (
+    AgentDeath,
+    LocalRun,
+    RunObserver,
+    RunReport,
+    pick_agents,
+)
+from mpmarket.run.stress import plan_stress, run_stress
+from mpmarket.run.timeline import Timeline
+from mpmarket.view.html import render_html
+from mpmarket.view.live import LiveView
+from mpmarket.view.status import (
+    format_serve_line,
+    format_serve_summary,
+    format_serve_view,
+    format_status,
+    status_to_json,
+)
+from mpmarket.view.summary import (
+    format_agents,
+    format_simulation,
+    format_summary,
+    report_to_json,
+    result_lines,
 )
 
 __all__ = ["ExitCode", "main"]

@@ -41,7 +41,7 @@ from multiprocessing import connection
 from traceback import format_exc
 from typing import Any
 
-from mpmarket.marketplace import AddWait, Marketplace, PublishWait
+from mpmarket.core.market import AddWait, Marketplace, PublishWait
 
 __all__ = ["ConnectionLoop", "Served"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from rich.table import Table
 
-from mpmarket.runner import RunReport
-from mpmarket.simulate import Simulation
-from mpmarket.workload import purchase_line
+from mpmarket.core.simulate import Simulation
+from mpmarket.core.workload import purchase_line
+from mpmarket.run.local import RunReport
 
 __all__ = [
     "REPORT_VERSION",

@@ -14,8 +14,8 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from mpmarket.marketplace import MarketBooks, MarketSnapshot
-from mpmarket.server import AgentInfo
+from mpmarket.core.market import MarketBooks, MarketSnapshot
+from mpmarket.net.server import AgentInfo
 
 __all__ = [
     "STATUS_VERSION",

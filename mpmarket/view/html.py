@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mpmarket.timeline import Timeline
+from mpmarket.run.timeline import Timeline
 
 __all__ = ["MAX_PRODUCER_LINES", "RATE_WINDOW_S", "render_html"]
 

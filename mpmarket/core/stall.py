@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from mpmarket.marketplace import MarketWaits
+from mpmarket.core.market import MarketWaits
+from mpmarket.core.simulate import Deadlock, Stall
+from mpmarket.core.workload import Op, Workload
 from mpmarket.products import Product
-from mpmarket.simulate import Deadlock, Stall
-from mpmarket.workload import Op, Workload
 
 __all__ = ["diagnose"]
 

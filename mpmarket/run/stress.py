@@ -22,9 +22,9 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from mpmarket.core.workload import Workload, generate
 from mpmarket.errors import WorkloadError
-from mpmarket.runner import LocalRun, RunObserver, RunReport, pack_agents
-from mpmarket.workload import Workload, generate
+from mpmarket.run.local import LocalRun, RunObserver, RunReport, pack_agents
 
 __all__ = ["StressPlan", "StressResult", "plan_stress", "run_stress"]
 

@@ -17,7 +17,7 @@ Five benchmarks, each a function returning a ``BenchResult`` (no printing;
   time, RSS and PSS of the server and of each agent, and the server's RSS
   growth over a long churn (a leak check).
 - ``run_course``: every ``*.in`` of a folder through ``LocalRun``, against the
-  simulated ideal of ``mpmarket.simulate`` when that module is there.
+  simulated ideal of ``mpmarket.core.simulate`` when that module is there.
 
 Every figure is measured ``repeat`` times, in rounds: each round measures the
 floor (where one is needed) and then every case, so a ratio pairs a case with
@@ -101,26 +101,8 @@ from typing import Any
 
 import psutil
 
-from mpmarket.errors import (
-    MarketClosedError,
-    MarketUnavailableError,
-    MpmarketError,
-    RunError,
-    WorkloadError,
-)
-from mpmarket.lifeline import stop_processes
-from mpmarket.marketplace import MarketBooks
-from mpmarket.products import Product
-from mpmarket.runner import LocalRun, RunObserver, RunReport, process_context
-from mpmarket.server import (
-    ATTACH_TIMEOUT,
-    Address,
-    MarketManager,
-    connect,
-    new_authkey,
-    start_server,
-)
-from mpmarket.workload import (
+from mpmarket.core.market import MarketBooks
+from mpmarket.core.workload import (
     CATALOG,
     DEFAULT_QUEUE_SIZE,
     Workload,
@@ -129,6 +111,24 @@ from mpmarket.workload import (
     load_course_json,
     purchase_line,
 )
+from mpmarket.errors import (
+    MarketClosedError,
+    MarketUnavailableError,
+    MpmarketError,
+    RunError,
+    WorkloadError,
+)
+from mpmarket.net.server import (
+    ATTACH_TIMEOUT,
+    Address,
+    MarketManager,
+    connect,
+    new_authkey,
+    start_server,
+)
+from mpmarket.proc.lifeline import stop_processes
+from mpmarket.products import Product
+from mpmarket.run.local import LocalRun, RunObserver, RunReport, process_context
 
 __all__ = [
     "BENCH_VERSION",
@@ -1108,9 +1108,9 @@ COURSE_FIGURES = (
 
 
 def _simulator() -> Callable[[Workload], Any] | None:
-    """``mpmarket.simulate.simulate``, or None while that module is missing."""
+    """``mpmarket.core.simulate.simulate``, or None while that module is missing."""
     try:
-        from mpmarket.simulate import simulate
+        from mpmarket.core.simulate import simulate
     except ImportError:
         return None
     return simulate

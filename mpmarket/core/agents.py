@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from mpmarket.marketplace import Market
+from mpmarket.core.market import Market
+from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.products import Product
-from mpmarket.workload import ConsumerSpec, ProducerSpec
 
 __all__ = ["QUICK_CALL_S", "WAIT_PER_TRY", "AgentStats", "StopSignal", "consume", "produce"]
 

@@ -1,4 +1,4 @@
-"""The ``mpmarket bench`` commands: parse, call ``mpmarket.bench``, print.
+"""The ``mpmarket bench`` commands: parse, call ``mpmarket.bench.measure``, print.
 
 Each command prints one table on stderr (medians over ``--repeat`` rounds;
 min and max are in the ``--json`` file) and exits with the codes of the
@@ -18,10 +18,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mpmarket import bench as measure
-from mpmarket.cli_options import agents_per_process_option
+from mpmarket.bench import measure as measure
+from mpmarket.cli.exitcodes import ExitCode, fail
+from mpmarket.cli.options import agents_per_process_option
 from mpmarket.errors import MarketUnavailableError, MpmarketError, WorkloadError
-from mpmarket.exitcodes import ExitCode, fail
 
 __all__ = ["bench", "format_result"]
 
@@ -417,7 +417,7 @@ def scale(
 def course(directory: Path, agents_per_process: int, repeat: int, json_path: Path | None) -> None:
     """Run every *.in of DIR and compare it with the simulated ideal.
 
-    Per case: wall, start-up and market time, the ideal (mpmarket.simulate's
+    Per case: wall, start-up and market time, the ideal (mpmarket.core.simulate's
     makespan, n/a without it) and the ratios. A case the simulator finds
     deadlocked is not run.
     """

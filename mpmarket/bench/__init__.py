@@ -1,0 +1,1 @@
+"""mpmarket bench: the benchmarks and their statistics."""

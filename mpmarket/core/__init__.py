@@ -1,0 +1,1 @@
+"""The market itself: no processes, no sockets (Marketplace, workloads, simulation, agent loops)."""

@@ -1,0 +1,1 @@
+"""Process plumbing: start methods, bare forks, lifelines and bounded stops."""

@@ -1,0 +1,1 @@
+"""One run of a workload: agents picked and packed, their fleet, the facade, stress, timeline."""
