@@ -27,16 +27,16 @@ from pathlib import Path
 from rich.console import Console
 
 from mpmarket.core.agents import consume, produce
+from mpmarket.core.market import Marketplace
+from mpmarket.core.simulate import simulate
+from mpmarket.core.workload import generate
 from mpmarket.errors import MarketClosedError
+from mpmarket.products import Product
+from mpmarket.run.report import RunReport
+from mpmarket.run.timeline import Sample, Timeline
 from mpmarket.view.html import render_html
 from mpmarket.view.live import format_live
-from mpmarket.core.market import Marketplace
-from mpmarket.products import Product
 from mpmarket.view.summary import report_to_json
-from mpmarket.run.local import RunReport
-from mpmarket.core.simulate import simulate
-from mpmarket.run.timeline import Sample, Timeline
-from mpmarket.core.workload import generate
 
 DOCS = Path(__file__).resolve().parent
 SAMPLE_EVERY_S = 0.1

@@ -25,7 +25,8 @@ import pytest
 
 from mpmarket.core import agents as agents
 from mpmarket.core.agents import consume, produce
-from mpmarket.core.market import MarketBooks, Marketplace
+from mpmarket.core.books import MarketBooks
+from mpmarket.core.market import Marketplace
 from mpmarket.core.workload import (
     ConsumerSpec,
     Op,

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from mpmarket.core.workload import expected_purchases, generate, load_workload, purchase_line
-from mpmarket.run.local import LocalRun, RunObserver
+from mpmarket.run.local import LocalRun
+from mpmarket.run.report import RunObserver
 from tests.helpers import bought_lines, run_cli
 
 TOML_WORKLOAD = """
@@ -118,7 +119,7 @@ def test_forkserver_preloads_the_modules_the_run_imported():
     import multiprocessing.forkserver
 
     import mpmarket.cli.main  # noqa: F401  (what `mpmarket run` has imported)
-    from mpmarket.run.local import process_context
+    from mpmarket.proc.context import process_context
 
     process_context("forkserver")
     preload = multiprocessing.forkserver._forkserver._preload_modules

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from mpmarket.core.market import MarketBooks
+from mpmarket.core.books import MarketBooks
 from mpmarket.products import Coffee, Tea
-from mpmarket.run.local import RunReport
+from mpmarket.run.report import RunReport
 from mpmarket.run.timeline import Sample, Timeline
 from mpmarket.view import html as html_report
 from mpmarket.view.html import render_html

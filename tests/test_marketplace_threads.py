@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from mpmarket.core.market import MarketBooks, Marketplace
+from mpmarket.core.books import MarketBooks
+from mpmarket.core.market import Marketplace
 from mpmarket.errors import MarketClosedError
 from mpmarket.products import Coffee, Product, Tea
 

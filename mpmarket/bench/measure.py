@@ -101,7 +101,7 @@ from typing import Any
 
 import psutil
 
-from mpmarket.core.market import MarketBooks
+from mpmarket.core.books import MarketBooks
 from mpmarket.core.workload import (
     CATALOG,
     DEFAULT_QUEUE_SIZE,
@@ -126,9 +126,16 @@ from mpmarket.net.server import (
     new_authkey,
     start_server,
 )
-from mpmarket.proc.lifeline import stop_processes
+from mpmarket.proc.context import process_context
+from mpmarket.proc.lifeline import (
+    PARENT_CHECK_INTERVAL,
+    STOP_GRACE,
+    TERMINATE_GRACE,
+    stop_processes,
+)
 from mpmarket.products import Product
-from mpmarket.run.local import LocalRun, RunObserver, RunReport, process_context
+from mpmarket.run.local import LocalRun
+from mpmarket.run.report import RunObserver, RunReport
 
 __all__ = [
     "BENCH_VERSION",
@@ -189,12 +196,6 @@ LATENCY_ORDER_EVERY = 50
 # answer after the work is done, and the escalating stop.
 READY_TIMEOUT = ATTACH_TIMEOUT + 5.0
 RESULT_GRACE = 30.0
-STOP_GRACE = 2.0
-TERMINATE_GRACE = 1.0
-
-# How often a process waiting at the start barrier checks that its parent lives.
-PARENT_CHECK_INTERVAL = 0.5
-
 # Producers check every this many calls that their parent still lives.
 PARENT_CHECK_CALLS = 64
 

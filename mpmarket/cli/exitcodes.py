@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from mpmarket.run.local import RunReport
+    from mpmarket.run.report import RunReport
 
 __all__ = ["EPILOG", "ExitCode", "fail"]
 

@@ -59,13 +59,8 @@ from mpmarket.net.server import (
 )
 from mpmarket.net.server import connect as attach
 from mpmarket.products import Product
-from mpmarket.run.local import (
-    AgentDeath,
-    LocalRun,
-    RunObserver,
-    RunReport,
-    pick_agents,
-)
+from mpmarket.run.local import LocalRun, pick_agents
+from mpmarket.run.report import AgentDeath, RunObserver, RunReport
 from mpmarket.run.stress import plan_stress, run_stress
 from mpmarket.run.timeline import Timeline
 from mpmarket.view.html import render_html

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from mpmarket.core.market import Market
+from mpmarket.core.books import Market
 from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.products import Product
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from mpmarket.core.market import MarketWaits
+from mpmarket.core.books import MarketWaits
 from mpmarket.core.simulate import Deadlock, Stall
 from mpmarket.core.workload import Op, Workload
 from mpmarket.products import Product

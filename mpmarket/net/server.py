@@ -57,11 +57,12 @@ from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
 from mpmarket import __version__
-from mpmarket.core.market import MarketBooks, Marketplace, MarketSnapshot, MarketWaits
+from mpmarket.core.books import MarketBooks, MarketSnapshot, MarketWaits
+from mpmarket.core.market import Marketplace
 from mpmarket.errors import MarketUnavailableError, VersionMismatchError
 from mpmarket.net.loop import ConnectionLoop, Served
 from mpmarket.net.oplog import LogSettings
-from mpmarket.proc.lifeline import Lifeline
+from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
 from mpmarket.products import Product
 
 __all__ = [
@@ -200,10 +201,6 @@ class _FastConnection(connection.Connection):
 
 _hosted_market: Marketplace | None = None
 
-
-# How often a server started by a run checks that the run is still alive. A
-# server whose run was killed exits on its own, and its agents with it.
-PARENT_CHECK_INTERVAL = 0.5
 
 
 def _host_market(

@@ -18,6 +18,19 @@ from typing import Protocol
 __all__ = ["ChildProcess", "Lifeline", "join_all", "stop_processes"]
 
 
+# The lifecycle constants, defined once for runs, servers and benchmarks.
+
+# Bounds of the escalating shutdown: ask (close the market), then wait this
+# long for every agent, then terminate, then kill.
+STOP_GRACE = 2.0
+TERMINATE_GRACE = 1.0
+
+# How often a child waiting on its parent (an agent at the start barrier, a
+# run's server) checks that the parent is still alive, so that a killed run
+# leaves nothing behind. Shorter notices sooner, at one more wake-up each time.
+PARENT_CHECK_INTERVAL = 0.5
+
+
 class ChildProcess(Protocol):
     """What a run uses of a child process: ``multiprocessing.Process`` or ``ForkedProcess``."""
 

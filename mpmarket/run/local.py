@@ -49,22 +49,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from multiprocessing import connection
-from multiprocessing.context import BaseContext
 from typing import Any
 
 from mpmarket.core.agents import WAIT_PER_TRY, AgentStats, consume, produce
-from mpmarket.core.market import MarketBooks
 from mpmarket.core.stall import diagnose
 from mpmarket.core.workload import (
     ConsumerSpec,
@@ -93,9 +89,19 @@ from mpmarket.net.server import (
     new_authkey,
     start_server,
 )
+from mpmarket.proc.context import START_METHODS, default_start_method, process_context
 from mpmarket.proc.forked import start_child
-from mpmarket.proc.lifeline import ChildProcess, Lifeline, join_all, stop_processes
+from mpmarket.proc.lifeline import (
+    PARENT_CHECK_INTERVAL,
+    STOP_GRACE,
+    TERMINATE_GRACE,
+    ChildProcess,
+    Lifeline,
+    join_all,
+    stop_processes,
+)
 from mpmarket.products import Product
+from mpmarket.run.report import AgentDeath, RunObserver, RunReport
 from mpmarket.run.timeline import SAMPLE_INTERVAL_S, Sample, Timeline
 
 __all__ = [
@@ -110,20 +116,9 @@ __all__ = [
     "process_context",
 ]
 
-START_METHODS = ("fork", "forkserver", "spawn")
-
-# Bounds of the escalating shutdown: ask (close the market), then wait this
-# long for every agent, then terminate, then kill.
-STOP_GRACE = 2.0
-TERMINATE_GRACE = 1.0
-
 # How long the runner gives its server's death to show when an agent says it
 # lost the market (its own sentinel may come a little later).
 SERVER_DEATH_GRACE = 1.0
-
-# How often an agent waiting at the start barrier checks that the runner is
-# still alive (so a killed runner leaves no agent behind).
-PARENT_CHECK_INTERVAL = 0.5
 
 
 # A run is stalled when no consumer made progress for this long, unless the
@@ -144,30 +139,6 @@ def default_stall_timeout(workload: Workload) -> float:
     waits = [spec.republish_wait_time for spec in workload.producers]
     waits += [spec.retry_wait_time for spec in workload.consumers]
     return max(STALL_FLOOR_S, 3 * (cycle + max(waits, default=0.0)))
-
-
-def default_start_method() -> str:
-    """$MPMARKET_START_METHOD, else fork where it exists (fast start-up), else spawn."""
-    methods = multiprocessing.get_all_start_methods()
-    chosen = os.environ.get("MPMARKET_START_METHOD")
-    if chosen in methods and chosen in START_METHODS:
-        return chosen
-    return "fork" if "fork" in methods else "spawn"
-
-
-def process_context(start_method: str | None = None) -> BaseContext:
-    """The multiprocessing context of a run's processes (default: ``default_start_method``).
-
-    Under forkserver, the fork server first imports the mpmarket modules this
-    process has: without them every agent imported mpmarket (and, started from
-    the command line, click and rich) again, about 85 ms each, one after the
-    other (case 10 of the course took 23.6 s to start instead of 0.5 s).
-    """
-    ctx = multiprocessing.get_context(start_method or default_start_method())
-    if ctx.get_start_method() == "forkserver":
-        ours = sorted(name for name in sys.modules if name.partition(".")[0] == "mpmarket")
-        ctx.set_forkserver_preload(ours)  # type: ignore[attr-defined]
-    return ctx
 
 
 def pick_agents(
@@ -208,86 +179,6 @@ def pick_agents(
     if not producers and not consumers:
         raise ValueError(f"no agent of {workload.source} is left to run here")
     return replace(workload, producers=tuple(producers), consumers=tuple(consumers))
-
-
-class RunObserver:
-    """What a run tells as it goes; the CLI overrides these to print."""
-
-    def on_started(self, producers: int, consumers: int) -> None:
-        """Every agent is attached and released."""
-
-    def on_order(self, consumer: str, products: list[Product]) -> None:
-        """A consumer placed an order."""
-
-    def on_consumer_done(self, consumer: str) -> None:
-        """A consumer finished its last session."""
-
-    def on_producer_closed(self, producer: str) -> None:
-        """A producer ended because the market was closed (a --connect run)."""
-
-    def on_agent_died(self, death: AgentDeath) -> None:
-        """An agent process died or failed; the run goes on without it."""
-
-    def on_sample(self, timeline: Timeline) -> None:
-        """A new sample of the market (a few per second)."""
-
-
-@dataclass(frozen=True)
-class AgentDeath:
-    """An agent that did not finish: who, how, and what it left."""
-
-    name: str
-    role: str
-    how: str
-    sessions_done: int = 0
-    sessions: int = 0
-    released: int = 0  # units of its cart put back on sale
-
-    def describe(self) -> str:
-        text = f"{self.role} {self.name} {self.how}"
-        if self.role == "consumer":
-            text += f" after {self.sessions_done} of {self.sessions} sessions"
-            text += f"; {self.released} products of its cart went back on sale"
-        return text
-
-
-@dataclass
-class RunReport:
-    """What a run did: its orders, its timings, and whatever went wrong."""
-
-    source: str
-    producers: int
-    consumers: int
-    orders: list[tuple[str, list[Product]]] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    attach_failed: bool = False  # the market could not be reached or refused us
-    market_lost: bool = False  # the server died or stopped answering mid-run
-    deaths: list[AgentDeath] = field(default_factory=list)
-    stall: list[str] = field(default_factory=list)  # the explanation of a stall
-    violations: list[str] = field(default_factory=list)  # broken invariants
-    cut_short: bool = False  # stopped at its deadline (stress)
-    agents: list[dict[str, Any]] = field(default_factory=list)  # name, role, AgentStats
-    started_utc: str = ""
-    ended_utc: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
-    workload_digest: str = ""  # sha256 of the workload in canonical TOML
-    timeline: Timeline | None = None
-    books: MarketBooks | None = None
-    startup_s: float = 0.0
-    market_s: float = 0.0
-    shutdown_s: float = 0.0
-    wall_s: float = 0.0
-
-    @property
-    def products_bought(self) -> int:
-        return sum(len(products) for _, products in self.orders)
-
-    @property
-    def ok(self) -> bool:
-        return not (
-            self.failures or self.interrupted or self.deaths or self.stall or self.violations
-        )
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from mpmarket.core.market import MarketBooks, MarketSnapshot
+from mpmarket.core.books import MarketBooks, MarketSnapshot
 from mpmarket.net.server import AgentInfo
 
 __all__ = [

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mpmarket.core.simulate import Simulation
 from mpmarket.core.workload import purchase_line
-from mpmarket.run.local import RunReport
+from mpmarket.run.report import RunReport
 
 __all__ = [
     "REPORT_VERSION",
