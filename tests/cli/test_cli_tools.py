@@ -155,7 +155,7 @@ def test_validate_reports_each_broken_file_in_one_line(tmp_path):
 
 
 def test_validate_predicts_a_deadlock(tmp_path):
-    from tests.test_faults import DEADLOCK_WORKLOAD
+    from tests.run.test_faults import DEADLOCK_WORKLOAD
 
     path = tmp_path / "stuck.toml"
     path.write_text(DEADLOCK_WORKLOAD)

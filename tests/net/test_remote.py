@@ -35,7 +35,7 @@ from mpmarket.net.server import (
 )
 from mpmarket.products import Coffee, Tea
 from mpmarket.run.local import pick_agents
-from tests.remote_helpers import (
+from tests.net.remote_helpers import (
     clean_env,
     free_port,
     mpmarket,

@@ -41,8 +41,8 @@ from mpmarket.core.workload import (
 from mpmarket.errors import MarketClosedError
 from mpmarket.products import Coffee, Product, Tea
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 COURSE_CASES = ("01", "02", "03", "04")
 CONFIG_NAMES = ("tea-and-coffee.toml", "busy-market.toml", "slow-producer.toml")

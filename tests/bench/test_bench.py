@@ -433,7 +433,7 @@ def test_course_skips_a_deadlocked_case(
 
 def _churn_model():
     """docs/churn_model.py, the model the README reads the churn figures against."""
-    path = Path(__file__).resolve().parent.parent / "docs" / "churn_model.py"
+    path = Path(__file__).resolve().parents[2] / "docs" / "churn_model.py"
     return runpy.run_path(str(path))["ChurnModel"]
 
 

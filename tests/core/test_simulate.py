@@ -30,7 +30,7 @@ from mpmarket.products import Coffee, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")
 ARABICA = Coffee("Arabica", 3, 5.02, "LIGHT")
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance"
 COURSE_CASES = sorted(CONFORMANCE.glob("*.in")) if CONFORMANCE.is_dir() else []
 
 

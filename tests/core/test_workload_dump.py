@@ -75,7 +75,7 @@ def test_course_cases_round_trip(conformance_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "config", sorted(Path(__file__).resolve().parents[1].glob("configs/*.toml"))
+    "config", sorted(Path(__file__).resolve().parents[2].glob("configs/*.toml"))
 )
 def test_configs_round_trip(config, tmp_path):
     _round_trip(load_workload(config), tmp_path)

@@ -20,8 +20,8 @@ from collections import Counter
 import pytest
 
 from mpmarket.core.workload import expected_purchases, load_workload
-from tests.remote_helpers import clean_env, mpmarket, wait_for_start_line
-from tests.test_remote import KEY, WORKLOAD
+from tests.net.remote_helpers import clean_env, mpmarket, wait_for_start_line
+from tests.net.test_remote import KEY, WORKLOAD
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -39,8 +39,8 @@ from mpmarket.core.workload import (
 from mpmarket.errors import WorkloadError
 from mpmarket.products import Coffee, Product, Tea
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def course_cases() -> list[Any]:
