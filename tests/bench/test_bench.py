@@ -432,13 +432,13 @@ def test_course_skips_a_deadlocked_case(
 
 
 def _churn_model():
-    """docs/churn_model.py, the model the README reads the churn figures against."""
+    """docs/churn_model.py, the model docs/performance.md reads the churn figures against."""
     path = Path(__file__).resolve().parents[2] / "docs" / "churn_model.py"
     return runpy.run_path(str(path))["ChurnModel"]
 
 
 def test_the_churn_model_is_bound_by_patience_at_4x8():
-    """The README's claim: at 4x8 a longer patience means fewer products a second."""
+    """docs/performance.md's claim: at 4x8 a longer patience means fewer products a second."""
     model = _churn_model()
     rates = [model(4, 8, patience, 50e-6).run(1.0)[0] for patience in (0.002, 0.005, 0.010)]
     assert rates[0] > rates[1] > rates[2] > 0

@@ -238,16 +238,16 @@ def test_config_loads(config: Path) -> None:
         assert simulation.purchases == expected_purchases(workload)
 
 
-def test_the_readme_toml_example_loads(tmp_path: Path) -> None:
-    readme = CONFIGS.parent / "README.md"
-    if not readme.is_file():
-        pytest.skip("no README.md")
-    text = readme.read_text(encoding="utf-8")
+def test_the_documented_toml_example_loads(tmp_path: Path) -> None:
+    page = CONFIGS.parent / "docs" / "workloads.md"
+    if not page.is_file():
+        pytest.skip("no docs/workloads.md")
+    text = page.read_text(encoding="utf-8")
     start = text.find("```toml\n")
     if start < 0:
-        pytest.skip("no TOML example in README.md")
+        pytest.skip("no TOML example in docs/workloads.md")
     example = text[start + len("```toml\n") : text.index("```", start + 7)]
-    path = tmp_path / "readme.toml"
+    path = tmp_path / "workloads.toml"
     path.write_text(example, encoding="utf-8")
     workload = load_workload(path)
     assert workload.producers and workload.consumers and workload.products_to_buy > 0
