@@ -417,7 +417,7 @@ def scale(
 def course(directory: Path, agents_per_process: int, repeat: int, json_path: Path | None) -> None:
     """Run every *.in of DIR and compare it with the simulated ideal.
 
-    Per case: wall, start-up and market time, the ideal (mpmarket.core.simulate's
+    Per case: wall, start-up and market time, the ideal (mpmarket.simulate's
     makespan, n/a without it) and the ratios. A case the simulator finds
     deadlocked is not run.
     """
