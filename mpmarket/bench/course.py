@@ -110,8 +110,8 @@ def run_course(
             for name, value in figures.items():
                 sums[name] += value
             rounds[index].append(
-                figures
-                | {
+                {
+                    **figures,
                     "ideal_s": ideal,
                     "market_vs_ideal": _ratio(report.market_s, ideal),
                     "wall_vs_ideal": _ratio(report.wall_s, ideal),
@@ -120,8 +120,8 @@ def run_course(
             checks[index]["ok"] &= report.ok
             checks[index]["correct"] &= _bought_lines(report) == expected_purchases(workload)
         totals.append(
-            sums
-            | {
+            {
+                **sums,
                 "ideal_s": ideal_sum,
                 "market_vs_ideal": _ratio(sums["market_s"], ideal_sum),
                 "wall_vs_ideal": _ratio(sums["wall_s"], ideal_sum),

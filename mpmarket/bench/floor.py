@@ -58,7 +58,7 @@ class _FloorServer(managers.Server):
 
     def __init__(self, registry: dict, address: Address, authkey: bytes, serializer: str) -> None:
         super().__init__(registry, address, authkey, serializer)
-        self.id_to_obj[_NOOP_IDENT] = (_NoOp(), {"noop"}, None)
+        self.id_to_obj[_NOOP_IDENT] = (_NoOp(), {"noop"}, {})
 
 
 class _FloorManager(managers.BaseManager):
@@ -75,7 +75,7 @@ class _NoOpProxy(managers.BaseProxy):
 def _floor_client(
     address: Address, authkey: bytes, calls: int, ready: Callable[[], None]
 ) -> tuple[int, float, float]:
-    token = managers.Token("NoOp", tuple(address), _NOOP_IDENT)
+    token = managers.Token("NoOp", address, _NOOP_IDENT)
     proxy = _NoOpProxy(token, "pickle", authkey=authkey, incref=False, manager_owned=True)
     for _ in range(FLOOR_WARMUP_CALLS):
         proxy.noop()  # the first one connects

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -133,7 +133,9 @@ class _Fleet:
 
     def spawn(self, name: str, body: Callable[..., Any], *args: Any) -> None:
         reader, writer = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(
+        # Every context that process_context returns has a Process class; typeshed
+        # declares it only on the concrete contexts, not on BaseContext.
+        process = self._ctx.Process(  # type: ignore[attr-defined]
             target=_worker_main, name=name, args=(body, args, writer, self._go), daemon=True
         )
         try:
@@ -161,7 +163,9 @@ class _Fleet:
     def _gather(self, tag: str, timeout: float) -> list[Any]:
         deadline = time.monotonic() + timeout
         answers: dict[int, Any] = {}
-        pending = {worker.channel: index for index, worker in enumerate(self.workers)}
+        pending: dict[Any, int] = {  # channel -> index (wait() returns a union)
+            worker.channel: index for index, worker in enumerate(self.workers)
+        }
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -169,10 +173,10 @@ class _Fleet:
                     f"{len(pending)} benchmark processes did not answer within {timeout:.0f} s"
                 )
             for channel in connection.wait(list(pending), remaining):
-                index = pending.pop(channel)  # type: ignore[call-overload]
+                index = pending.pop(channel)
                 worker = self.workers[index]
                 try:
-                    message = channel.recv()  # type: ignore[union-attr]
+                    message = worker.channel.recv()
                 except EOFError:
                     worker.process.join(TERMINATE_GRACE)
                     raise RunError(
@@ -208,7 +212,8 @@ class _BenchServer:
     def __init__(self, ctx: BaseContext, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self.authkey = new_authkey()
         self.manager = start_server(queue_size, authkey=self.authkey, ctx=ctx)
-        self.address: Address = self.manager.address
+        # A TCP address: start_server listens on ("127.0.0.1", 0).
+        self.address = cast(Address, self.manager.address)
         try:
             self.market = connect(self.address, self.authkey)
         except BaseException:
