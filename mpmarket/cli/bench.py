@@ -1,4 +1,4 @@
-"""The ``mpmarket bench`` commands: parse, call ``mpmarket.bench.measure``, print.
+"""The ``mpmarket bench`` commands: parse, call ``mpmarket.bench``, print.
 
 Each command prints one table on stderr (medians over ``--repeat`` rounds;
 min and max are in the ``--json`` file) and exits with the codes of the
@@ -18,7 +18,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mpmarket.bench import measure as measure
+from mpmarket.bench.churn import CHURN_ADD_WAIT, run_churn
+from mpmarket.bench.course import run_course
+from mpmarket.bench.floor import run_floor
+from mpmarket.bench.latency import run_latency
+from mpmarket.bench.results import BenchResult, Case, parse_sizes
+from mpmarket.bench.scale import run_scale
 from mpmarket.cli.exitcodes import ExitCode, fail
 from mpmarket.cli.options import agents_per_process_option
 from mpmarket.errors import MarketUnavailableError, MpmarketError, WorkloadError
@@ -67,7 +72,7 @@ FIGURES: dict[str, tuple[str, str]] = {
 MAX_CASE_COLUMNS = 4
 
 
-def _cell(case: measure.Case, figure: str) -> str:
+def _cell(case: Case, figure: str) -> str:
     if figure not in case.figures:
         return ""
     value = case.median(figure)
@@ -80,7 +85,7 @@ def _label(figure: str) -> str:
     return FIGURES.get(figure, (figure, ""))[0]
 
 
-def format_result(result: measure.BenchResult) -> Table:
+def format_result(result: BenchResult) -> Table:
     """One table of the medians: a row per case (the floor first), a column per figure.
 
     With few cases it is turned: a row per figure, a column per case.
@@ -163,7 +168,7 @@ class _Sizes(click.ParamType):
         if isinstance(value, list | tuple):
             return list(value)
         try:
-            return measure.parse_sizes(str(value))
+            return parse_sizes(str(value))
         except ValueError as error:
             self.fail(str(error), param, ctx)
 
@@ -231,7 +236,7 @@ def floor(clients: list[int], calls: int, repeat: int, json_path: Path | None) -
     """The cost of a no-op manager call: calls/s and mean round trip."""
     _execute(
         json_path,
-        lambda progress: measure.run_floor(clients, calls=calls, repeat=repeat, progress=progress),
+        lambda progress: run_floor(clients, calls=calls, repeat=repeat, progress=progress),
     )
 
 
@@ -260,7 +265,7 @@ def floor(clients: list[int], calls: int, repeat: int, json_path: Path | None) -
 @click.option(
     "--add-wait-ms",
     type=click.FloatRange(min=0, min_open=True),
-    default=measure.CHURN_ADD_WAIT * 1000,
+    default=CHURN_ADD_WAIT * 1000,
     show_default=True,
     help="How long a consumer's add waits before it tries another kind.",
 )
@@ -290,7 +295,7 @@ def churn(
         sizes = [(producers, consumers)]
     _execute(
         json_path,
-        lambda progress: measure.run_churn(
+        lambda progress: run_churn(
             sizes,
             duration=duration,
             repeat=repeat,
@@ -343,7 +348,7 @@ def latency(
     """
     _execute(
         json_path,
-        lambda progress: measure.run_latency(
+        lambda progress: run_latency(
             consumers,
             samples=samples,
             period=period_ms / 1000,
@@ -395,7 +400,7 @@ def scale(
         raise click.BadParameter("give one size, such as 4x8", param_hint="--churn-size")
     _execute(
         json_path,
-        lambda progress: measure.run_scale(
+        lambda progress: run_scale(
             agents,
             churn_seconds=churn_seconds,
             churn_size=churn_size[0],
@@ -417,13 +422,13 @@ def scale(
 def course(directory: Path, agents_per_process: int, repeat: int, json_path: Path | None) -> None:
     """Run every *.in of DIR and compare it with the simulated ideal.
 
-    Per case: wall, start-up and market time, the ideal (mpmarket.core.simulate's
+    Per case: wall, start-up and market time, the ideal (mpmarket.simulate's
     makespan, n/a without it) and the ratios. A case the simulator finds
     deadlocked is not run.
     """
     _execute(
         json_path,
-        lambda progress: measure.run_course(
+        lambda progress: run_course(
             directory, repeat=repeat, agents_per_process=agents_per_process, progress=progress
         ),
     )

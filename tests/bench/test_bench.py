@@ -19,7 +19,7 @@ import psutil
 import pytest
 from click.testing import CliRunner, Result
 
-from mpmarket.bench import measure as measure
+from mpmarket.bench import results, workers
 from mpmarket.cli.bench import bench
 
 TOP_KEYS = {"benchmark", "version", "machine", "repeat", "params", "floor", "cases"}
@@ -386,32 +386,32 @@ def test_an_exited_process_has_no_memory_figure() -> None:
         while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
             time.sleep(0.05)  # not reaped: child.wait() comes last
         assert process.status() == psutil.STATUS_ZOMBIE
-        assert measure._rss(process) is None
-        assert measure._pss(process) is None
-        assert measure._rss(psutil.Process()) > 0  # this one is alive
+        assert workers._rss(process) is None
+        assert workers._pss(process) is None
+        assert workers._rss(psutil.Process()) > 0  # this one is alive
     finally:
         child.wait(timeout=10)
 
 
 def test_percentile() -> None:
-    assert measure.percentile([3, 1, 2], 50) == 2
-    assert measure.percentile([1, 2, 3, 4], 50) == 2.5
-    assert measure.percentile([5], 99) == 5
-    assert measure.percentile(list(range(101)), 90) == 90
+    assert results.percentile([3, 1, 2], 50) == 2
+    assert results.percentile([1, 2, 3, 4], 50) == 2.5
+    assert results.percentile([5], 99) == 5
+    assert results.percentile(list(range(101)), 90) == 90
     with pytest.raises(ValueError):
-        measure.percentile([], 50)
+        results.percentile([], 50)
 
 
 def test_parse_sizes() -> None:
-    assert measure.parse_sizes("1x1, 4X8,16x32") == [(1, 1), (4, 8), (16, 32)]
+    assert results.parse_sizes("1x1, 4X8,16x32") == [(1, 1), (4, 8), (16, 32)]
     for bad in ("", "4", "4x", "ax2", "1x0", "-1x2"):
         with pytest.raises(ValueError):
-            measure.parse_sizes(bad)
+            results.parse_sizes(bad)
 
 
 def test_stat_of() -> None:
-    assert measure.Stat.of([3.0, None, 1.0, 2.0]) == measure.Stat(2.0, 1.0, 3.0)
-    assert measure.Stat.of([None, None]) is None
+    assert results.Stat.of([3.0, None, 1.0, 2.0]) == results.Stat(2.0, 1.0, 3.0)
+    assert results.Stat.of([None, None]) is None
 
 
 def test_course_skips_a_deadlocked_case(
