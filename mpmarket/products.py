@@ -38,24 +38,24 @@ class Product:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[attr-defined]
+        return self._fields() == other._fields()
 
     def __hash__(self) -> int:
-        cached = self.__dict__.get("_hash")
+        cached: int | None = self.__dict__.get("_hash")
         if cached is None:  # computed on first use: a field may be unhashable
             cached = hash(self._fields())
             object.__setattr__(self, "_hash", cached)
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def __reduce__(self) -> tuple[type[Product], tuple[object, ...]]:
         return (self.__class__, self._fields())
 
     def _fields(self) -> tuple[object, ...]:
         """The fields as a tuple; also for one built without __init__ (a raw pickle)."""
-        key = self.__dict__.get("_key")
+        key: tuple[object, ...] | None = self.__dict__.get("_key")
         if key is None:
             key = tuple(getattr(self, field.name) for field in fields(self))
-        return key  # type: ignore[no-any-return]
+        return key
 
 
 @dataclass(frozen=True)

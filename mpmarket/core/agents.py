@@ -4,9 +4,10 @@ They run the same in a thread against a plain ``Marketplace`` (fast tests) and
 in a process against a ``MarketProxy`` (the real thing). They never print:
 a consumer hands each order to ``deliver``.
 
-Waiting is done by the market: ``publish`` and ``add_many`` block in the server
-until a slot or a product appears or the per-try wait passes, so the loops
-below never sleep to poll. The only sleep is a producer's make time.
+Waiting is done by the market: ``publish`` and ``add_many`` answer only when a
+slot or a product appears or the per-try wait passes (the server parks the
+call, no thread of it waits), so the loops below never sleep to poll. The only
+sleep is a producer's make time.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The Marketplace: the in-process, thread-safe state machine of the market.
 
 It knows nothing of processes. The server hosts one instance and serves every
-connection on its own thread, so every public method takes the market's lock;
-an agent running in a thread uses the very same object directly.
+connection from one thread (``mpmarket.net.loop``), but it is not the only
+thread to call in: ``mpmarket serve`` expires idle carts from another, and an
+agent running in a thread uses the very same object directly. So every public
+method takes the market's lock.
 
 State, all guarded by ``self._lock`` (the only lock; see "Locking" below):
 
@@ -41,7 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from mpmarket.core.books import MarketBooks, MarketSnapshot, MarketWaits
 from mpmarket.errors import (
@@ -57,6 +59,8 @@ __all__ = ["AddWait", "Marketplace", "PublishWait"]
 
 
 Wake = Callable[[], None]
+
+_T = TypeVar("_T")
 
 
 class AddWait:
@@ -129,15 +133,15 @@ def _blocking(
 
 
 def _check_count(name: str, value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
-    return value
+    if type(value) is int and value >= 0:  # not bool: True is not a count
+        return value
+    raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
 
 
 def _check_timeout(value: object) -> float:
-    if type(value) not in (int, float) or not value >= 0:  # also refuses NaN
-        raise InvalidArgumentError(f"timeout must be a non-negative number, got {value!r}")
-    return value  # type: ignore[return-value]
+    if (type(value) is int or type(value) is float) and value >= 0:  # refuses NaN too
+        return value
+    raise InvalidArgumentError(f"timeout must be a non-negative number, got {value!r}")
 
 
 def _check_product(value: object) -> Product:
@@ -372,13 +376,13 @@ class Marketplace:
                 return
             self._closed = True
             for add_queue in self._add_waiters.values():
-                for waiter in add_queue:
-                    waiter.closed = True
-                    waiter.wake()
+                for add_wait in add_queue:
+                    add_wait.closed = True
+                    add_wait.wake()
             for publish_queue in self._publish_waiters.values():
-                for waiter in publish_queue:
-                    waiter.closed = True
-                    waiter.wake()
+                for publish_wait in publish_queue:
+                    publish_wait.closed = True
+                    publish_wait.wake()
             self._add_waiters.clear()
             self._publish_waiters.clear()
         if self._log:
@@ -623,7 +627,7 @@ class Marketplace:
         if self._closed:
             raise MarketClosedError()
 
-    def _logged(self, operation: str, result, *args):  # type: ignore[no-untyped-def]
+    def _logged(self, operation: str, result: _T, *args: object) -> _T:
         """Return ``result``, logging the operation first when a log is set."""
         if self._log:
             self._log.info("%s%r -> %r", operation, args, result)

@@ -301,9 +301,12 @@ def _toml_step(
     )
 
 
+_ACTIONS: tuple[Literal["add"], Literal["remove"]] = ("add", "remove")
+
+
 def _toml_op(check: _Checker, catalog: dict[str, Product], op: Any, where: str) -> Op:
     op = check.table(op, where)
-    actions = [a for a in ("add", "remove") if a in op]
+    actions = [a for a in _ACTIONS if a in op]
     if len(actions) != 1:
         raise check.fail(where, 'exactly one of "add" or "remove"', op)
     action = actions[0]
@@ -311,7 +314,7 @@ def _toml_op(check: _Checker, catalog: dict[str, Product], op: Any, where: str) 
     if unknown:
         raise check.fail(f"{where}.{sorted(unknown)[0]}", '"add", "remove" or "quantity" only')
     return Op(
-        action,  # type: ignore[arg-type]
+        action,
         check.product(catalog, op[action], f"{where}.{action}"),
         check.count(op.get("quantity", 1), f"{where}.quantity"),
     )
@@ -564,11 +567,11 @@ def dump_toml(workload: Workload) -> str:
         lines.append(
             f"{key} = {_toml({'kind': type(product).__name__} | _product_fields(product))}"
         )
-    for spec in workload.producers:
-        lines += ["", "[[producers]]", f"name = {_toml(spec.name)}"]
-        lines.append(f"republish_wait_time = {spec.republish_wait_time!r}")
+    for producer in workload.producers:
+        lines += ["", "[[producers]]", f"name = {_toml(producer.name)}"]
+        lines.append(f"republish_wait_time = {producer.republish_wait_time!r}")
         lines.append("make = [")
-        for step in spec.steps:
+        for step in producer.steps:
             entry = {
                 "product": ids[step.product],
                 "quantity": step.quantity,
@@ -576,11 +579,11 @@ def dump_toml(workload: Workload) -> str:
             }
             lines.append(f"  {_toml(entry)},")
         lines.append("]")
-    for spec in workload.consumers:
-        lines += ["", "[[consumers]]", f"name = {_toml(spec.name)}"]
-        lines.append(f"retry_wait_time = {spec.retry_wait_time!r}")
+    for consumer in workload.consumers:
+        lines += ["", "[[consumers]]", f"name = {_toml(consumer.name)}"]
+        lines.append(f"retry_wait_time = {consumer.retry_wait_time!r}")
         lines.append("sessions = [")
-        for session in spec.sessions:
+        for session in consumer.sessions:
             ops = [{op.action: ids[op.product], "quantity": op.quantity} for op in session]
             lines.append(f"  {_toml(ops)},")
         lines.append("]")

@@ -27,17 +27,18 @@ from typing import Any
 
 from mpmarket.run.timeline import Timeline
 
-__all__ = ["MAX_PRODUCER_LINES", "RATE_WINDOW_S", "render_html"]
+__all__ = ["CHART_RATE_WINDOW_S", "MAX_PRODUCER_LINES", "render_html"]
 
 # Up to this many producers each get a line; beyond, the chart shows their
 # mean and min-max band and TOP_PRODUCERS of them, so it stays readable.
 MAX_PRODUCER_LINES = 6
 TOP_PRODUCERS = 3
 
-# Rates are taken over this trailing window: samples come every fraction of
-# a second and single orders are bursts, so per-sample rates would be noise;
-# a longer window would smear the start and the end of a run.
-RATE_WINDOW_S = 1.0
+# The charts' rates are taken over this trailing window: samples come every
+# fraction of a second and single orders are bursts, so per-sample rates would
+# be noise; a longer window would smear the start and the end of a run. (The
+# live view smooths more: view.live.LIVE_RATE_WINDOW_S.)
+CHART_RATE_WINDOW_S = 1.0
 
 # Consumers listed in the per-consumer table (the rest are summed up).
 MAX_CONSUMER_ROWS = 50
@@ -158,10 +159,10 @@ def _tick_label(value: float) -> str:
 
 
 def _trailing_rates(times: Sequence[float], counts: Sequence[int]) -> list[float]:
-    """Per-second rate at each sample over the trailing RATE_WINDOW_S."""
+    """Per-second rate at each sample over the trailing CHART_RATE_WINDOW_S."""
     rates = []
     for i, t in enumerate(times):
-        j = min(bisect.bisect_left(times, t - RATE_WINDOW_S), i)
+        j = min(bisect.bisect_left(times, t - CHART_RATE_WINDOW_S), i)
         if j == i and i > 0:
             j = i - 1  # samples further apart than the window: the last interval
         span = t - times[j]
@@ -377,7 +378,7 @@ def _rate_chart(timeline: Timeline, times: list[float], market_s: float | None) 
             )
         )
     title = "Products bought per second"
-    note = f"Over a trailing window of {RATE_WINDOW_S:g} s."
+    note = f"Over a trailing window of {CHART_RATE_WINDOW_S:g} s."
     svg = _chart("bought", title, "per second", times, series, integer=False)
     return _section("bought", title, note, svg, series)
 

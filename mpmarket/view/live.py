@@ -36,9 +36,9 @@ from rich.text import Text
 from mpmarket.run.timeline import Sample, Timeline
 
 __all__ = [
+    "LIVE_RATE_WINDOW_S",
     "MAX_PRODUCER_ROWS",
     "PLAIN_LINE_INTERVAL_S",
-    "RATE_WINDOW_S",
     "REFRESH_S",
     "LiveView",
     "format_live",
@@ -55,9 +55,10 @@ REFRESH_S = 0.2
 # enough that a long run does not bury its own log (a 10-minute run: 120 lines).
 PLAIN_LINE_INTERVAL_S = 5.0
 
-# Rates and the ETA are measured over this trailing window: long enough to
-# smooth out the bursts of single orders, short enough to follow a change.
-RATE_WINDOW_S = 3.0
+# The live view's rates and ETA are measured over this trailing window: long
+# enough to smooth out the bursts of single orders, short enough to follow a
+# change. (The HTML page's charts use their own: view.html.CHART_RATE_WINDOW_S.)
+LIVE_RATE_WINDOW_S = 3.0
 
 # Producers shown one bar each; with more, the busiest are shown and a
 # "+N more" line sums up the rest, so the view fits a 24-line terminal.
@@ -122,8 +123,8 @@ class _Progress:
     @classmethod
     def of(cls, timeline: Timeline) -> _Progress:
         latest = timeline.latest or _EMPTY
-        products_per_s = timeline.rate(RATE_WINDOW_S)
-        orders_per_s = _rate(timeline, "orders", RATE_WINDOW_S)
+        products_per_s = timeline.rate(LIVE_RATE_WINDOW_S)
+        orders_per_s = _rate(timeline, "orders", LIVE_RATE_WINDOW_S)
         remaining = max(timeline.products_to_buy - latest.bought, 0)
         eta_s: float | None = None
         if remaining == 0 and timeline.products_to_buy > 0:
