@@ -8,7 +8,7 @@ unit at once, an add waits up to the consumers' patience). What it shows:
 how many products a second the churn could buy at best, for a patience and a
 round trip, so the benchmark's figures can be read against a bound.
 
-    python docs/churn_model.py              # the table in the README
+    python docs/churn_model.py              # the table in docs/performance.md
     python docs/churn_model.py 4 8 5 50     # P C patience-ms one-way-us
     python docs/churn_model.py policies     # other hand-overs than FIFO
 

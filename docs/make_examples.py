@@ -1,4 +1,4 @@
-"""Make the README's pictures: docs/report-example.png and docs/live-view.txt.
+"""Make the pictures of the README and docs/usage.md: docs/report-example.png and docs/live-view.txt.
 
 A real run, in one process: the agent loops (``agents.produce`` and
 ``agents.consume``) in threads against a ``Marketplace``, its books sampled

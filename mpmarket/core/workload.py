@@ -3,7 +3,7 @@
 Three sources give the same frozen ``Workload``:
 
 - the course's JSON format (``load_course_json``), as in the course's cases;
-- mpmarket's own TOML format (``load_toml``), documented in the README;
+- mpmarket's own TOML format (``load_toml``), documented in docs/workloads.md;
 - a seeded generator (``generate``) that never deadlocks.
 
 Everything here is pure data: no processes, no market. Errors name the file,
@@ -239,7 +239,7 @@ def _read(path: Path) -> str:
 
 
 def load_course_json(path: str | Path) -> Workload:
-    """Load a workload in the course's JSON format (see the README)."""
+    """Load a workload in the course's JSON format (see docs/workloads.md)."""
     path = Path(path)
     text = _read(path)
     try:
@@ -411,7 +411,7 @@ def parse_toml(data: Any, source: str) -> Workload:
 
 
 def load_toml(path: str | Path) -> Workload:
-    """Load a workload in mpmarket's TOML format (see the README and configs/)."""
+    """Load a workload in mpmarket's TOML format (see docs/workloads.md and configs/)."""
     path = Path(path)
     text = _read(path)
     try:
