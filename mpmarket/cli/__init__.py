@@ -1,1 +1,1 @@
-"""The click commands: parse, call, print."""
+"""The click commands, one module each, which cli/main.py's group loads when they run."""

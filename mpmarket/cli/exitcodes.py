@@ -18,9 +18,9 @@ import sys
 from enum import IntEnum
 from typing import TYPE_CHECKING, NoReturn
 
-from rich.console import Console
+if TYPE_CHECKING:  # neither imported at run time: --version and validate stay light
+    from rich.console import Console
 
-if TYPE_CHECKING:
     from mpmarket.run.report import RunReport
 
 __all__ = ["EPILOG", "ExitCode", "fail"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from mpmarket.net.authkey import ENV_VAR
 from mpmarket.net.oplog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS
 from mpmarket.net.server import DEFAULT_PORT, parse_address
 from mpmarket.proc.context import START_METHODS, default_start_method
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_CONNECT_TIMEOUT_S",
     "SHARD",
+    "WORKER_KEY_HELP",
     "agents_per_process_option",
     "authkey_option",
     "connect_timeout_option",
@@ -65,6 +67,11 @@ class ShardType(click.ParamType):
 
 ADDRESS = AddressType()
 SHARD = ShardType()
+
+# --authkey-file of the commands that attach to a served market (run, status).
+WORKER_KEY_HELP = (
+    f"File holding the market's authkey (else ${ENV_VAR}, else the default file that serve writes)."
+)
 
 
 def authkey_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:

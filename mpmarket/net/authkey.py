@@ -13,6 +13,8 @@ It comes from, in order:
 
 ``mpmarket serve`` creates the file it was pointed at (or the default one)
 with a fresh random key when it does not exist yet; workers only read.
+``require_explicit_key`` is the policy on exposing a key: a market served
+beyond loopback needs one chosen by the user, never the default file's.
 Every error is an ``AuthkeyError`` naming the file or the variable, never
 the key.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,7 @@ __all__ = [
     "default_key_path",
     "load_authkey",
     "new_key_text",
+    "require_explicit_key",
 ]
 
 ENV_VAR = "MPMARKET_AUTHKEY"
@@ -155,3 +159,28 @@ def load_authkey(
             f"(mpmarket serve writes one to {path})"
         )
     return Authkey(_read_key_file(path), "default", path), False
+
+
+def require_explicit_key(
+    where: str,
+    key_file: Path | None,
+    *,
+    loopback: Callable[[], bool],
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse to serve at ``where`` beyond loopback without an explicit key.
+
+    Whoever holds the key can run code in the server, so a market that other
+    machines may reach needs a key the user chose: ``key_file``
+    (``--authkey-file``) or ``MPMARKET_AUTHKEY``. ``loopback()`` says whether
+    the listening address is a loopback one; it is asked only when no
+    explicit key was given (it may resolve a name). AuthkeyError otherwise.
+    """
+    env = os.environ if environ is None else environ
+    explicit = key_file is not None or bool(env.get(ENV_VAR))
+    if not explicit and not loopback():
+        raise AuthkeyError(
+            f"refusing to listen on {where} without an explicit authkey: "
+            f"give --authkey-file PATH or set {ENV_VAR} (whoever holds the key can run code "
+            "in the server)"
+        )

@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from mpmarket.core.workload import Workload, generate
 from mpmarket.errors import WorkloadError
 from mpmarket.run.local import LocalRun, pack_agents
 from mpmarket.run.report import RunObserver, RunReport
 
-__all__ = ["StressPlan", "StressResult", "plan_stress", "run_stress"]
+__all__ = ["StressPlan", "StressResult", "plan_stress", "run_stress", "stress_verdict"]
 
 # Sessions per second of the run, shared by all consumers: more than the
 # market completes on these machines (about 3,000 a second), so consumers are
@@ -159,3 +160,24 @@ def run_stress(
     if report.books is not None and not report.books.balanced:
         problems.append(f"the books do not balance at the end: {report.books}")
     return StressResult(plan, report, problems)
+
+
+# An exit code: the verdict keeps the caller's type (the CLI's ExitCode).
+Code = TypeVar("Code", bound=int)
+
+
+def stress_verdict(result: StressResult, run_code: Code, *, ok: Code, failed: Code) -> Code:
+    """A stress run's exit code, from the code its run report alone would get.
+
+    ``run_code`` is the run's code as for ``mpmarket run``; ``ok`` and
+    ``failed`` are the success and run-failed codes. The planned kills are no
+    failure: a run that failed only by its deaths passes when no promise
+    broke. Any problem fails a run that otherwise passed. A graver code
+    (interrupted, unreachable, stalled) stays.
+    """
+    code = run_code
+    if code == failed and result.ok:
+        code = ok  # the deaths were the planned kills
+    if not result.ok and code == ok:
+        code = failed
+    return code

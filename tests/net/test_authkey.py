@@ -13,6 +13,7 @@ from mpmarket.net.authkey import (
     default_key_path,
     load_authkey,
     new_key_text,
+    require_explicit_key,
 )
 
 KEY = "0123456789abcdef-a-test-key"
@@ -110,3 +111,31 @@ def test_the_key_is_never_in_a_repr(tmp_path):
 def test_new_keys_are_long_and_distinct():
     keys = {new_key_text() for _ in range(100)}
     assert len(keys) == 100 and all(len(k) == 64 for k in keys)
+
+
+def _never_asked() -> bool:
+    raise AssertionError("an explicit key needs no loopback check")
+
+
+def test_serving_beyond_loopback_needs_an_explicit_key():
+    with pytest.raises(AuthkeyError) as raised:
+        require_explicit_key("0.0.0.0:7151", None, loopback=lambda: False)
+    assert str(raised.value) == (
+        "refusing to listen on 0.0.0.0:7151 without an explicit authkey: give "
+        "--authkey-file PATH or set MPMARKET_AUTHKEY (whoever holds the key can run code "
+        "in the server)"
+    )
+    # An empty variable is no key.
+    with pytest.raises(AuthkeyError, match="refusing to listen on"):
+        require_explicit_key("10.0.0.5:7151", None, loopback=lambda: False, environ={ENV_VAR: ""})
+
+
+def test_loopback_needs_no_explicit_key():
+    require_explicit_key("127.0.0.1:7151", None, loopback=lambda: True)
+
+
+def test_a_key_file_or_the_variable_is_explicit(tmp_path, monkeypatch):
+    require_explicit_key("0.0.0.0:7151", tmp_path / "key", loopback=_never_asked)
+    require_explicit_key("0.0.0.0:7151", None, loopback=_never_asked, environ={ENV_VAR: KEY})
+    monkeypatch.setenv(ENV_VAR, KEY)
+    require_explicit_key("0.0.0.0:7151", None, loopback=_never_asked)

@@ -118,12 +118,12 @@ def test_forkserver_preloads_the_modules_the_run_imported():
     """Without it every agent imported mpmarket, click and rich again, one after the other."""
     import multiprocessing.forkserver
 
-    import mpmarket.cli.main  # noqa: F401  (what `mpmarket run` has imported)
+    import mpmarket.cli.run  # noqa: F401  (what `mpmarket run` has imported)
     from mpmarket.proc.context import process_context
 
     process_context("forkserver")
     preload = multiprocessing.forkserver._forkserver._preload_modules
-    assert {"mpmarket.cli.main", "mpmarket.run.local", "mpmarket.core.agents"} <= set(preload)
+    assert {"mpmarket.cli.run", "mpmarket.run.local", "mpmarket.core.agents"} <= set(preload)
 
 
 def test_toml_config_json_report_and_operation_log(tmp_path):

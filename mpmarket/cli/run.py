@@ -1,0 +1,203 @@
+"""``mpmarket run``: a workload's run, here or against a served market."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from mpmarket.cli.common import PrintingObserver, interrupt, load_key, log_settings, write_reports
+from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
+from mpmarket.cli.options import (
+    ADDRESS,
+    SHARD,
+    WORKER_KEY_HELP,
+    agents_per_process_option,
+    authkey_option,
+    connect_timeout_option,
+    html_option,
+    json_option,
+    log_options,
+    quiet_option,
+    start_method_option,
+    workload_options,
+)
+from mpmarket.core.simulate import simulate
+from mpmarket.errors import WorkloadError
+from mpmarket.net.server import Address
+from mpmarket.run.local import LocalRun, pick_agents
+from mpmarket.run.settings import RunOptionsError, check_run_options, workload_from_options
+from mpmarket.view.summary import format_agents, format_summary, report_to_json
+
+__all__ = ["run"]
+
+
+@click.command(epilog=EPILOG)
+@workload_options
+@start_method_option
+@agents_per_process_option
+@log_options
+@json_option
+@html_option
+@quiet_option
+@click.option(
+    "--connect",
+    type=ADDRESS,
+    help="Run the agents against the market served at HOST:PORT (mpmarket serve).",
+)
+@authkey_option(WORKER_KEY_HELP)
+@connect_timeout_option
+@click.option(
+    "--only",
+    type=click.Choice(["producers", "consumers"]),
+    help="With --connect: run only the workload's producers, or only its consumers.",
+)
+@click.option(
+    "--agents",
+    "agent_names",
+    metavar="NAME,NAME,...",
+    help="With --connect: run only the agents of these names.",
+)
+@click.option(
+    "--shard",
+    type=SHARD,
+    help="With --connect: run the K-th of N equal parts of the (chosen) agents.",
+)
+@click.option(
+    "--close-market",
+    is_flag=True,
+    help="With --connect: close the market once this run's consumers are done "
+    "(ends the producers attached from anywhere).",
+)
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    help="Stop the run when an agent dies (by default the others go on; a dead "
+    "consumer's cart goes back on sale).",
+)
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop and explain when no consumer made progress for this long "
+    "(default: from the workload's times, at least 10 s).",
+)
+def run(
+    config: Path | None,
+    producers: int | None,
+    consumers: int | None,
+    sessions: int,
+    seed: int,
+    queue_size: int | None,
+    start_method: str,
+    agents_per_process: int,
+    log_file: Path | None,
+    log_level: str,
+    log_max_bytes: int,
+    log_backups: int,
+    json_path: Path | None,
+    html_path: Path | None,
+    quiet: bool,
+    connect: Address | None,
+    authkey_file: Path | None,
+    connect_timeout: float,
+    only: str | None,
+    agent_names: str | None,
+    shard: tuple[int, int] | None,
+    close_market: bool,
+    fail_fast: bool,
+    stall_timeout: float | None,
+) -> None:
+    """Run a workload: a server process and one process per agent (or per N).
+
+    CONFIG is a workload file: mpmarket's TOML (*.toml) or the course's JSON
+    (anything else). Without CONFIG a workload is generated from --producers
+    and --consumers (4 and 8 by default). One line per bought product goes to
+    stdout as orders arrive; progress and the summary go to stderr.
+
+    With --connect, no server is started: the agents attach to a market that
+    `mpmarket serve` runs (on this machine or another), and --only, --agents
+    and --shard pick the part of the workload this machine runs. When its
+    consumers are done the run stops its own producers and leaves the market
+    open (--close-market closes it, which ends every producer attached); a
+    run of producers only ends when the market is closed.
+
+    \b
+    Examples:
+      mpmarket run --producers 4 --consumers 8
+      mpmarket run configs/tea-and-coffee.toml --json report.json
+      mpmarket run course-case.in | sort > bought.txt
+      mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only producers
+      mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only consumers --close-market
+    """
+    started_at = time.perf_counter()
+    console = Console(stderr=True)
+    names = (
+        tuple(name.strip() for name in agent_names.split(",") if name.strip())
+        if agent_names
+        else ()
+    )
+    try:
+        check_run_options(
+            connect=connect,
+            only=only,
+            agents=agent_names,
+            shard=shard,
+            close_market=close_market,
+            authkey_file=authkey_file,
+            log_file=log_file,
+            queue_size=queue_size,
+        )
+        workload = workload_from_options(config, producers, consumers, sessions, seed, queue_size)
+    except RunOptionsError as error:
+        raise click.UsageError(str(error)) from None
+    except WorkloadError as error:
+        fail(console, str(error), ExitCode.USAGE)
+    authkey = None
+    if connect is not None:
+        try:
+            workload = pick_agents(workload, only=only, names=names, shard=shard)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+        authkey = load_key(console, authkey_file).secret
+
+    observer = PrintingObserver(console, quiet=quiet, started_at=started_at)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        report = LocalRun(
+            workload,
+            observer=observer,
+            start_method=start_method,
+            log=log_settings(log_file, log_level, log_max_bytes, log_backups),
+            started_at=started_at,
+            connect=connect,
+            authkey=authkey,
+            connect_timeout=connect_timeout,
+            close_market=close_market,
+            fail_fast=fail_fast,
+            stall_timeout=stall_timeout,
+            agents_per_process=agents_per_process,
+        ).run()
+    finally:
+        observer.close()
+
+    code = ExitCode.of(report)
+    # The ideal makespan, in milliseconds after the run (not in its timings);
+    # meaningless for a part of a workload run against a shared market.
+    ideal = simulate(workload).makespan if connect is None else None
+    if not quiet and not report.attach_failed:
+        for table in format_agents(report):
+            console.print(table)
+        console.print(format_summary(report, ideal))
+    write_reports(report_to_json(report, code, ideal), report, json_path, html_path)
+    for failure in [*report.failures, *report.violations]:
+        console.print(f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True)
+    for line in report.stall:
+        console.print(f"[bold red]mpmarket:[/] {line}", highlight=False, soft_wrap=True)
+    if report.interrupted:
+        console.print("[yellow]mpmarket: interrupted[/]")
+    sys.exit(code)
