@@ -59,7 +59,8 @@ from mpmarket.net.server import (
 )
 from mpmarket.net.server import connect as attach
 from mpmarket.products import Product
-from mpmarket.run.local import LocalRun, pick_agents
+from mpmarket.run.local import LocalRun
+from mpmarket.run.plan import pick_agents
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport
 from mpmarket.run.stress import plan_stress, run_stress
 from mpmarket.run.timeline import Timeline
