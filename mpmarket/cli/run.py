@@ -29,7 +29,8 @@ from mpmarket.cli.options import (
 from mpmarket.core.simulate import simulate
 from mpmarket.errors import WorkloadError
 from mpmarket.net.server import Address
-from mpmarket.run.local import LocalRun, pick_agents
+from mpmarket.run.local import LocalRun
+from mpmarket.run.plan import pick_agents
 from mpmarket.run.settings import RunOptionsError, check_run_options, workload_from_options
 from mpmarket.view.summary import format_agents, format_summary, report_to_json
 

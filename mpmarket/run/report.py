@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mpmarket.core.books import MarketBooks
 from mpmarket.products import Product
 from mpmarket.run.timeline import Timeline
 
-__all__ = ["AgentDeath", "RunObserver", "RunReport"]
+__all__ = ["AgentDeath", "RunObserver", "RunReport", "utc_now"]
 
 
 class RunObserver:
@@ -90,3 +91,8 @@ class RunReport:
         return not (
             self.failures or self.interrupted or self.deaths or self.stall or self.violations
         )
+
+
+def utc_now() -> str:
+    """The time now as a report gives it: UTC, in milliseconds, ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

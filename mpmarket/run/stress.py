@@ -25,7 +25,8 @@ from typing import TypeVar
 
 from mpmarket.core.workload import Workload, generate
 from mpmarket.errors import WorkloadError
-from mpmarket.run.local import LocalRun, pack_agents
+from mpmarket.run.local import LocalRun
+from mpmarket.run.plan import pack_agents
 from mpmarket.run.report import RunObserver, RunReport
 
 __all__ = ["StressPlan", "StressResult", "plan_stress", "run_stress", "stress_verdict"]

@@ -34,7 +34,7 @@ from mpmarket.net.server import (
     start_server,
 )
 from mpmarket.products import Coffee, Tea
-from mpmarket.run.local import pick_agents
+from mpmarket.run.plan import pick_agents
 from tests.net.remote_helpers import (
     clean_env,
     free_port,

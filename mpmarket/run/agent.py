@@ -1,0 +1,134 @@
+"""The agent process's side of a run: attach, wait for the start, run, say how it went.
+
+``process_main`` is what an agent process runs (``fleet.AgentFleet`` starts
+it). Like ``_process_worker`` in ``concurrent.futures.process`` it is a
+top-level function whose arguments all pickle (the agents' specs, the server's
+address and key, the pipe's writing end, the start and stop events, the run's
+pid), so it runs the same under fork, spawn and forkserver.
+
+Each agent tells the runner what happens to it with ``messages`` (Ready,
+Order, Done, Stats, Closed, Failed), on the one pipe of its process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from multiprocessing import connection
+from typing import Any
+
+from mpmarket.core.agents import AgentStats, consume, produce
+from mpmarket.core.workload import ConsumerSpec, ProducerSpec
+from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError
+from mpmarket.net.server import ATTACH_TIMEOUT, Address, connect
+from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
+from mpmarket.products import Product
+from mpmarket.run.messages import AgentMessage, Closed, Done, Failed, Order, Ready, Stats, encode
+from mpmarket.run.plan import Member
+
+__all__ = ["process_main"]
+
+Send = Callable[[AgentMessage], None]  # puts one message on the process's pipe
+
+
+def process_main(
+    members: list[Member],
+    address: Address,
+    authkey: bytes,
+    channel: connection.Connection,
+    start: Any,
+    stop: Any,
+    parent_pid: int,
+) -> None:
+    """Entry point of an agent process (top level and picklable for spawn).
+
+    One agent runs on the main thread. Several (``agents_per_process``) run a
+    thread each, with a connection each; every message goes through the one
+    pipe, carrying the agent's place in ``members`` as its slot.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C
+    lifeline = Lifeline(parent_pid)
+    sending = threading.Lock()
+
+    def send(message: AgentMessage) -> None:
+        raw = encode(message)
+        with sending:
+            channel.send(raw)
+
+    if len(members) == 1:
+        role, spec = members[0]
+        _agent_main(role, spec, 0, address, authkey, send, start, stop, lifeline)
+        return
+    threads = [
+        threading.Thread(
+            target=_agent_main,
+            args=(role, spec, slot, address, authkey, send, start, stop, lifeline),
+            name=spec.name,
+        )
+        for slot, (role, spec) in enumerate(members)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _agent_main(
+    role: str,
+    spec: ProducerSpec | ConsumerSpec,
+    slot: int,
+    address: Address,
+    authkey: bytes,
+    send: Send,
+    start: Any,
+    stop: Any,
+    lifeline: Lifeline,
+) -> None:
+    """One agent, from attaching to its last word on the pipe.
+
+    A failure ends it with SystemExit: the process's exit code, or just the
+    end of its thread when it shares the process.
+    """
+
+    def ready(ident: int) -> None:
+        send(Ready(slot, ident))
+        while not start.wait(PARENT_CHECK_INTERVAL):
+            if not lifeline.alive():
+                raise SystemExit(1)
+
+    def deliver(_consumer: str, products: list[Product]) -> None:
+        send(Order(slot, products))
+
+    stats = AgentStats()
+    try:
+        market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role, name=spec.name)
+        if role == "producer":
+            try:
+                produce(market, spec, stop, ready, stats)  # type: ignore[arg-type]
+            finally:
+                with contextlib.suppress(OSError):
+                    send(Stats(slot, asdict(stats)))
+        else:
+            consume(market, spec, deliver, stop, ready, stats)  # type: ignore[arg-type]
+            send(Done(slot, asdict(stats)))
+    except MarketClosedError:
+        if role == "consumer":  # someone else closed the market too early
+            _report_failure(send, slot, "the market was closed before it finished")
+        with contextlib.suppress(OSError):  # the normal end of a producer
+            send(Closed(slot))
+    except MarketUnavailableError as error:
+        _report_failure(send, slot, str(error), market_lost=True)
+    except MpmarketError as error:
+        _report_failure(send, slot, str(error))
+    except Exception:
+        _report_failure(send, slot, traceback.format_exc(limit=3).strip().splitlines()[-1])
+
+
+def _report_failure(send: Send, slot: int, why: str, *, market_lost: bool = False) -> None:
+    with contextlib.suppress(OSError):
+        send(Failed(slot, why, market_lost))
+    raise SystemExit(1)

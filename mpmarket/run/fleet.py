@@ -1,0 +1,282 @@
+"""AgentFleet: a run's agent processes, what they say, and their bounded stop.
+
+::
+
+    spawn()   a process per agent (or per pack) ──> agent.process_main()
+    release() start.set(): every agent at the barrier goes
+    next_messages(timeout)
+              connection.wait() on every pipe, every sentinel (and the server's)
+              <── pipe: Ready | Order | Done | Stats | Closed | Failed (messages.decode)
+              a process that ended: Died for each of its agents that had not finished
+    stop()    stop.set(), drain the pipes for a grace, terminate, kill
+
+Each agent process writes to a pipe of its own, and the fleet waits with
+``multiprocessing.connection.wait`` on every pipe and every process sentinel
+at once: an order, a finished consumer or a dead process wakes it the moment
+it happens. A killed agent breaks only its own pipe. Under the fork start
+method an agent process is a bare fork (``forked.ForkedProcess``), without
+what ``multiprocessing.Process`` costs hundreds of agents. Agents packed
+several to a process share its pipe; a process that dies is the death of each
+of its agents that had not finished.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing import connection
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from mpmarket.core.workload import ConsumerSpec, Workload
+from mpmarket.errors import MarketLostError, RunError
+from mpmarket.net.server import ATTACH_TIMEOUT, Address
+from mpmarket.proc.forked import start_child
+from mpmarket.proc.lifeline import (
+    STOP_GRACE,
+    TERMINATE_GRACE,
+    ChildProcess,
+    join_all,
+    stop_processes,
+)
+from mpmarket.products import Product
+from mpmarket.run.agent import process_main
+from mpmarket.run.messages import (
+    FINAL,
+    AgentMessage,
+    Died,
+    Done,
+    Failed,
+    MessageError,
+    Order,
+    Ready,
+    Stats,
+    decode,
+)
+from mpmarket.run.plan import Member, pack_agents
+
+__all__ = ["SERVER_DEATH_GRACE", "AgentFleet", "AgentState", "how_it_ended", "server_died"]
+
+# How long the runner gives its server's death to show when an agent says it
+# lost the market (its own sentinel may come a little later).
+SERVER_DEATH_GRACE = 1.0
+
+
+@dataclass
+class AgentState:
+    """The runner's view of one agent (the agents of a process share its pipe)."""
+
+    name: str
+    role: str
+    process: ChildProcess
+    done: bool = False  # finished, died or failed: nothing more to wait for
+    ident: int | None = None  # its cart id (consumer) or producer id
+    stats: dict[str, Any] | None = None  # its AgentStats, sent as it ends
+    sessions: int = 0
+    orders: int = 0
+
+
+Received = list[tuple[AgentState, AgentMessage]]
+
+
+class AgentFleet:
+    """The agent processes of one run, with a pipe each and one start barrier."""
+
+    def __init__(self, ctx: BaseContext) -> None:
+        self.ctx = ctx
+        self.agents: list[AgentState] = []
+        self._by_channel: dict[connection.Connection, list[AgentState]] = {}  # a process's agents
+        self._start = ctx.Event()
+        self._stop = ctx.Event()
+
+    def spawn(
+        self, workload: Workload, agents_per_process: int, address: Address, authkey: bytes
+    ) -> None:
+        """Start the agent processes: producers, then consumers, packed by role."""
+        for members in pack_agents(workload, agents_per_process):
+            self._spawn_process(members, address, authkey)
+
+    def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
+        reader, writer = self.ctx.Pipe(duplex=False)
+        names = [spec.name for _, spec in members]
+        process = start_child(
+            self.ctx,
+            process_main,
+            names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}",
+            (members, address, authkey, writer, self._start, self._stop, os.getpid()),
+        )
+        writer.close()
+        self._track(reader, process, members)
+
+    def _track(
+        self, channel: connection.Connection, process: ChildProcess, members: list[Member]
+    ) -> None:
+        """Read ``channel`` for the agents ``members`` that ``process`` runs."""
+        agents = [
+            AgentState(
+                spec.name,
+                role,
+                process,
+                sessions=len(spec.sessions) if isinstance(spec, ConsumerSpec) else 0,
+            )
+            for role, spec in members
+        ]
+        self.agents += agents
+        self._by_channel[channel] = agents
+
+    def wait_ready(self, server: ChildProcess | None) -> None:
+        """Until every agent is attached; RunError if one fails or they take too long."""
+        waiting = len(self.agents)
+        deadline = time.monotonic() + ATTACH_TIMEOUT + STOP_GRACE
+        while waiting:
+            for agent, message in self.next_messages(deadline - time.monotonic(), server):
+                match message:
+                    case Ready():
+                        waiting -= 1
+                    case Failed(why=how) | Died(how=how):
+                        raise RunError(f"{agent.role} {agent.name} {how} before the start")
+            if time.monotonic() > deadline:
+                raise RunError(f"{waiting} agents did not attach within {ATTACH_TIMEOUT:.0f} s")
+
+    def release(self) -> None:
+        """The start: every agent waiting at the barrier goes."""
+        self._start.set()
+
+    def next_messages(self, timeout: float | None, server: ChildProcess | None = None) -> Received:
+        """Wait for pipes and sentinels; return messages, deaths as ``Died``.
+
+        A process that ends takes every unfinished agent of its with it. The
+        death of ``server`` (a local run's) raises MarketLostError at once.
+        """
+        handles: list[Any] = [channel for channel in self._by_channel if not channel.closed]
+        if server is not None:
+            handles.append(server.sentinel)
+        messages: Received = []
+        for handle in connection.wait(handles, timeout):
+            if not isinstance(handle, connection.Connection):
+                assert server is not None and handle == server.sentinel
+                server.join(SERVER_DEATH_GRACE)  # its sentinel can come before its status
+                raise server_died(server)
+            agents = self._by_channel[handle]
+            received, ended = self._read_pipe(handle)
+            messages += received
+            if ended and not all(agent.done for agent in agents):
+                agents[0].process.join(TERMINATE_GRACE)
+                how = how_it_ended(agents[0].process)
+                for slot, agent in enumerate(agents):
+                    if not agent.done:
+                        agent.done = True
+                        messages.append((agent, Died(slot, how)))
+        return messages
+
+    def _read_pipe(self, channel: connection.Connection) -> tuple[Received, bool]:
+        """What waits in a process's pipe, by agent, state kept; True once it ended."""
+        agents = self._by_channel[channel]
+        messages: Received = []
+        try:
+            while channel.poll():
+                message = decode(channel.recv())
+                if message.slot >= len(agents):
+                    raise MessageError(f"no agent {message.slot} in {agents[0].process.name}")
+                agent = agents[message.slot]
+                match message:
+                    case Ready(ident=ident):
+                        agent.ident = ident
+                    case Done(stats=stats) | Stats(stats=stats):
+                        agent.stats = stats
+                if isinstance(message, FINAL):
+                    agent.done = True
+                messages.append((agent, message))
+        except (EOFError, OSError):
+            channel.close()
+            return messages, True
+        return messages, False
+
+    def kill(self, name: str) -> None:
+        """Fault injection: SIGKILL the named agent's process (and so its pack), if it runs."""
+        for agent in self.agents:
+            if agent.name == name and agent.process.exitcode is None and not agent.done:
+                agent.process.kill()
+
+    def processes(self) -> list[ChildProcess]:
+        return [agents[0].process for agents in self._by_channel.values()]
+
+    def agent_processes(self, *, alive: bool = True) -> dict[int, int]:
+        """The agent processes started: pid -> how many agents it runs (for memory figures)."""
+        sizes = {}
+        for agents in self._by_channel.values():
+            process = agents[0].process
+            if process.pid is not None and not (alive and process.exitcode is not None):
+                sizes[process.pid] = len(agents)
+        return sizes
+
+    def stats(self, sold: Sequence[int]) -> list[dict[str, Any]]:
+        """Each agent's name, role and AgentStats for the report; producers' ``sold``."""
+        entries = []
+        for agent in self.agents:
+            entry = {"name": agent.name, "role": agent.role, **(agent.stats or {})}
+            if agent.role == "producer" and agent.ident is not None and agent.ident < len(sold):
+                entry["sold"] = sold[agent.ident]
+            entries.append(entry)
+        return entries
+
+    def stop(self, grace: float, on_order: Callable[[AgentState, list[Product]], None]) -> None:
+        """Stop every agent, every step bounded: ask, drain for ``grace``, terminate, kill.
+
+        Orders that come while draining go to ``on_order``: what was bought
+        is printed, not lost.
+        """
+        self._stop.set()
+        self._start.set()  # agents still at the barrier see the stop
+        try:
+            self._drain(grace, on_order)
+        finally:
+            stop_processes(self.processes(), 0.0, TERMINATE_GRACE)
+            for channel in self._by_channel:
+                channel.close()
+
+    def kill_all(self) -> None:
+        """No grace for anyone (the second Ctrl-C)."""
+        processes = self.processes()
+        for process in processes:
+            if process.exitcode is None:
+                process.kill()
+        join_all(processes, TERMINATE_GRACE)
+
+    def _drain(self, timeout: float, on_order: Callable[[AgentState, list[Product]], None]) -> None:
+        """Join the agents for up to ``timeout``, still passing on their orders."""
+        deadline = time.monotonic() + timeout
+        while True:
+            handles: list[Any] = [channel for channel in self._by_channel if not channel.closed]
+            handles += [p.sentinel for p in self.processes() if p.exitcode is None]
+            remaining = deadline - time.monotonic()
+            if not handles or remaining <= 0:
+                return
+            for handle in connection.wait(handles, remaining):
+                if not isinstance(handle, connection.Connection):
+                    continue  # a sentinel: its pipe reports the end
+                try:
+                    received = self._read_pipe(handle)[0]
+                except MessageError:  # the run is ending: stop reading this pipe
+                    handle.close()
+                    continue
+                for agent, message in received:
+                    if isinstance(message, Order):
+                        on_order(agent, message.products)
+
+
+def how_it_ended(process: ChildProcess | None) -> str:
+    code = process.exitcode if process is not None else None
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    if code is None:
+        return "stopped answering"
+    return f"exited with code {code}"
+
+
+def server_died(server: ChildProcess | None) -> MarketLostError:
+    """The error of a run whose own market server died."""
+    return MarketLostError(f"the market server died ({how_it_ended(server)})")
