@@ -118,14 +118,9 @@ from mpmarket.errors import (
     RunError,
     WorkloadError,
 )
-from mpmarket.net.server import (
-    ATTACH_TIMEOUT,
-    Address,
-    MarketManager,
-    connect,
-    new_authkey,
-    start_server,
-)
+from mpmarket.net.client import ATTACH_TIMEOUT, connect
+from mpmarket.net.server import MarketManager, new_authkey, start_server
+from mpmarket.net.wire import Address
 from mpmarket.proc.context import process_context
 from mpmarket.proc.lifeline import (
     PARENT_CHECK_INTERVAL,

@@ -49,15 +49,10 @@ from mpmarket.core.workload import (
 )
 from mpmarket.errors import AuthkeyError, MarketUnavailableError, MpmarketError, WorkloadError
 from mpmarket.net.authkey import ENV_VAR, Authkey, load_authkey
+from mpmarket.net.client import connect as attach
 from mpmarket.net.oplog import LogSettings
-from mpmarket.net.server import (
-    CART_LEASE_S,
-    Address,
-    ServedMarket,
-    format_address,
-    is_loopback,
-)
-from mpmarket.net.server import connect as attach
+from mpmarket.net.server import CART_LEASE_S, ServedMarket
+from mpmarket.net.wire import Address, format_address, is_loopback
 from mpmarket.products import Product
 from mpmarket.run.local import LocalRun, pick_agents
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport

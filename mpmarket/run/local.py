@@ -78,17 +78,10 @@ from mpmarket.errors import (
     RunError,
     StallError,
 )
+from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
 from mpmarket.net.oplog import LogSettings
-from mpmarket.net.server import (
-    ATTACH_TIMEOUT,
-    Address,
-    MarketManager,
-    MarketProxy,
-    connect,
-    format_address,
-    new_authkey,
-    start_server,
-)
+from mpmarket.net.server import MarketManager, new_authkey, start_server
+from mpmarket.net.wire import Address, format_address
 from mpmarket.proc.context import START_METHODS, default_start_method, process_context
 from mpmarket.proc.forked import start_child
 from mpmarket.proc.lifeline import (
