@@ -19,8 +19,9 @@ where all of these are the same:
   ``stop_event``; ``accepter()``, which ``serve_forever`` runs on a thread;
   ``shutdown(conn)``, which answers a shutdown request and stops the process.
 - ``managers.BaseManager._Server``, the server class ``_run_server`` builds in
-  the server process, and ``_Client``, how the manager's own requests (its
-  ``shutdown``) connect.
+  the server process; ``_Client``, how the manager's own requests (its
+  ``shutdown``) connect; ``_process``, the server process ``start()`` made
+  (a run watches and, at worst, kills it).
 - ``managers.BaseProxy``: ``_token``, ``_authkey``, ``_tls`` (the thread's
   connection, shared by the proxies of one address), ``_connect()`` (which
   ``_callmethod`` calls when the thread has no connection) and ``_callmethod``.
@@ -33,6 +34,7 @@ import socket
 import threading
 from collections.abc import Callable
 from multiprocessing import connection, managers
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 __all__ = ["FastConnection", "Manager", "Proxy", "Server", "dispatch"]
@@ -84,14 +86,21 @@ class Server(managers.Server):
 
 
 class Manager(managers.BaseManager):
-    """``managers.BaseManager`` with its two private hooks declared.
+    """``managers.BaseManager`` with its private hooks and attributes declared.
 
     ``_Server``: the server class its server process runs. ``_Client``: called
     as ``_Client(address, authkey=key)`` for the manager's own requests.
+    ``_process``: the server process, once started. Addresses are TCP ones.
     """
 
     _Server: ClassVar[type[managers.Server]]
     _Client: Callable[..., connection.Connection]
+    _process: BaseProcess
+
+    if TYPE_CHECKING:
+
+        @property
+        def address(self) -> _TCPAddress: ...
 
 
 class Proxy(managers.BaseProxy):

@@ -13,6 +13,7 @@ import inspect
 import time
 from collections.abc import Sequence
 from multiprocessing import managers
+from typing import Protocol
 
 import pytest
 
@@ -105,7 +106,7 @@ class _ForwardsMore(MarketProxy):
         return self._call("discount", (cart_id,))
 
 
-class _NeedsMore(Market):
+class _NeedsMore(Market, Protocol):
     def discount(self, cart_id: int) -> int: ...
 
 
