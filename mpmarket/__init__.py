@@ -39,7 +39,8 @@ from mpmarket.errors import (
 from mpmarket.products import Coffee, Product, Tea
 
 if TYPE_CHECKING:  # what _LAZY loads, spelled out for type checkers
-    from mpmarket.net.server import MarketProxy, connect, start_server
+    from mpmarket.net.client import MarketProxy, connect
+    from mpmarket.net.server import start_server
 
 __version__ = "0.2.0"
 
@@ -74,8 +75,8 @@ __all__ = [
 
 # Names loaded on first use: name -> the module that defines it.
 _LAZY: dict[str, str] = {
-    "MarketProxy": "mpmarket.net.server",
-    "connect": "mpmarket.net.server",
+    "MarketProxy": "mpmarket.net.client",
+    "connect": "mpmarket.net.client",
     "start_server": "mpmarket.net.server",
 }
 

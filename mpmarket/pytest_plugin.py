@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mpmarket.net.server import Address, MarketProxy, connect, new_authkey, start_server
+from mpmarket.net.client import MarketProxy, connect
+from mpmarket.net.server import new_authkey, start_server
+from mpmarket.net.wire import Address
 
 __all__ = ["MarketFixture", "market", "market_queue_size"]
 

@@ -10,7 +10,7 @@ import multiprocessing
 import pytest
 
 from mpmarket.products import Tea
-from mpmarket.net.server import connect
+from mpmarket.net.client import connect
 
 LINDEN = Tea("Linden", 9, "Herbal")
 

@@ -33,7 +33,8 @@ from mpmarket.bench.workers import (
 from mpmarket.core.books import MarketBooks
 from mpmarket.core.workload import CATALOG, DEFAULT_QUEUE_SIZE
 from mpmarket.errors import MarketClosedError
-from mpmarket.net.server import Address, connect
+from mpmarket.net.client import connect
+from mpmarket.net.wire import Address
 from mpmarket.proc.context import process_context
 from mpmarket.products import Product
 

@@ -32,7 +32,8 @@ from multiprocessing.context import BaseContext
 
 from mpmarket.bench.results import BenchResult, Case, Progress, _quiet
 from mpmarket.bench.workers import RESULT_GRACE, _Fleet
-from mpmarket.net.server import Address, new_authkey
+from mpmarket.net.server import new_authkey
+from mpmarket.net.wire import Address
 from mpmarket.proc.context import process_context
 
 __all__ = ["FLOOR_WARMUP_CALLS", "run_floor"]

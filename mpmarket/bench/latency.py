@@ -21,7 +21,8 @@ from mpmarket.bench.floor import _floor_round
 from mpmarket.bench.results import BenchResult, Case, Progress, _quiet, _ratio, percentile
 from mpmarket.bench.workers import RESULT_GRACE, _BenchServer, _Fleet
 from mpmarket.errors import RunError
-from mpmarket.net.server import Address, connect
+from mpmarket.net.client import connect
+from mpmarket.net.wire import Address
 from mpmarket.proc.context import process_context
 from mpmarket.products import Product
 

@@ -46,14 +46,9 @@ import psutil
 
 from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import MarketUnavailableError, MpmarketError, RunError
-from mpmarket.net.server import (
-    ATTACH_TIMEOUT,
-    Address,
-    MarketManager,
-    connect,
-    new_authkey,
-    start_server,
-)
+from mpmarket.net.client import ATTACH_TIMEOUT, connect
+from mpmarket.net.server import MarketManager, new_authkey, start_server
+from mpmarket.net.wire import Address
 from mpmarket.proc.lifeline import (
     PARENT_CHECK_INTERVAL,
     STOP_GRACE,

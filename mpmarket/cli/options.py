@@ -10,7 +10,7 @@ import click
 
 from mpmarket.net.authkey import ENV_VAR
 from mpmarket.net.oplog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS
-from mpmarket.net.server import DEFAULT_PORT, parse_address
+from mpmarket.net.wire import DEFAULT_PORT, parse_address
 from mpmarket.proc.context import START_METHODS, default_start_method
 
 __all__ = [

@@ -28,7 +28,7 @@ from mpmarket.cli.options import (
 )
 from mpmarket.core.simulate import simulate
 from mpmarket.errors import WorkloadError
-from mpmarket.net.server import Address
+from mpmarket.net.wire import Address
 from mpmarket.run.local import LocalRun
 from mpmarket.run.plan import pick_agents
 from mpmarket.run.settings import RunOptionsError, check_run_options, workload_from_options

@@ -19,13 +19,8 @@ from mpmarket.core.market import Marketplace
 from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import AuthkeyError
 from mpmarket.net.authkey import ENV_VAR, Authkey, load_authkey, require_explicit_key
-from mpmarket.net.server import (
-    CART_LEASE_S,
-    Address,
-    ServedMarket,
-    format_address,
-    is_loopback,
-)
+from mpmarket.net.server import CART_LEASE_S, ServedMarket
+from mpmarket.net.wire import Address, format_address, is_loopback
 from mpmarket.view.status import format_serve_line, format_serve_summary, format_serve_view
 
 __all__ = ["serve"]

@@ -18,8 +18,8 @@ from mpmarket.cli.options import (
     connect_timeout_option,
 )
 from mpmarket.errors import MarketUnavailableError
-from mpmarket.net.server import Address, format_address
-from mpmarket.net.server import connect as attach
+from mpmarket.net.client import connect as attach
+from mpmarket.net.wire import Address, format_address
 from mpmarket.view.status import format_status, status_to_json
 
 __all__ = ["status"]

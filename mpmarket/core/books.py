@@ -1,4 +1,4 @@
-"""What the market is and what it shows: the ``Market`` protocol and its frozen snapshots.
+"""What the market is and what it shows: its operations, the ``Market`` protocol, the snapshots.
 
 The snapshots cross the wire (the server pickles them to ``status`` and to
 runs), so they are frozen dataclasses of builtins and products only.
@@ -11,7 +11,29 @@ from typing import Protocol
 
 from mpmarket.products import Product
 
-__all__ = ["Market", "MarketBooks", "MarketSnapshot", "MarketWaits"]
+__all__ = ["MARKET_OPERATIONS", "Market", "MarketBooks", "MarketSnapshot", "MarketWaits"]
+
+# The market's operations: the Marketplace methods a client may call, the one
+# list the server exposes and the proxy forwards (tests/net/test_operations.py
+# holds the Marketplace, the Market protocol, the server and the proxy to it).
+# Every other public method of the Marketplace stays in its process.
+MARKET_OPERATIONS = (
+    "register_producer",
+    "publish",
+    "new_cart",
+    "add_to_cart",
+    "add_many",
+    "remove_from_cart",
+    "remove_many",
+    "place_order",
+    "close",
+    "books",
+    "release_cart",
+    "expire_idle_carts",
+    "audit",
+    "waits",
+    "snapshot",
+)
 
 
 class Market(Protocol):

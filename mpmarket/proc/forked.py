@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from mpmarket.proc.lifeline import ChildProcess
@@ -146,6 +147,8 @@ def start_child(
     if ctx.get_start_method() == "fork":
         child = ForkedProcess(target, name, args)
     else:
-        child = ctx.Process(target=target, name=name, args=args, daemon=True)
+        # Every concrete context has a Process class; typeshed's BaseContext has none.
+        process_class: type[BaseProcess] = ctx.Process  # type: ignore[attr-defined]
+        child = process_class(target=target, name=name, args=args, daemon=True)
     child.start()
     return child

@@ -24,7 +24,8 @@ from typing import Any
 from mpmarket.core.agents import AgentStats, consume, produce
 from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError
-from mpmarket.net.server import ATTACH_TIMEOUT, Address, connect
+from mpmarket.net.client import ATTACH_TIMEOUT, connect
+from mpmarket.net.wire import Address
 from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
 from mpmarket.products import Product
 from mpmarket.run.messages import AgentMessage, Closed, Done, Failed, Order, Ready, Stats, encode

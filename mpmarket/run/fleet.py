@@ -33,7 +33,8 @@ from typing import Any
 
 from mpmarket.core.workload import ConsumerSpec, Workload
 from mpmarket.errors import MarketLostError, RunError
-from mpmarket.net.server import ATTACH_TIMEOUT, Address
+from mpmarket.net.client import ATTACH_TIMEOUT
+from mpmarket.net.wire import Address
 from mpmarket.proc.forked import start_child
 from mpmarket.proc.lifeline import (
     STOP_GRACE,

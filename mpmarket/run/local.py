@@ -62,17 +62,10 @@ from mpmarket.errors import (
     RunError,
     StallError,
 )
+from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
 from mpmarket.net.oplog import LogSettings
-from mpmarket.net.server import (
-    ATTACH_TIMEOUT,
-    Address,
-    MarketManager,
-    MarketProxy,
-    connect,
-    format_address,
-    new_authkey,
-    start_server,
-)
+from mpmarket.net.server import MarketManager, new_authkey, start_server
+from mpmarket.net.wire import Address, format_address
 from mpmarket.proc.context import process_context
 from mpmarket.proc.lifeline import STOP_GRACE, TERMINATE_GRACE, ChildProcess
 from mpmarket.products import Product

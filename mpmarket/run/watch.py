@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from mpmarket.core.stall import diagnose
 from mpmarket.core.workload import Op, Workload
 from mpmarket.errors import StallError
-from mpmarket.net.server import MarketProxy
+from mpmarket.net.client import MarketProxy
 from mpmarket.run.fleet import AgentState
 from mpmarket.run.report import RunObserver, RunReport
 from mpmarket.run.timeline import Sample, Timeline

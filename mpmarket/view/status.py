@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.table import Table
 
 from mpmarket.core.books import MarketBooks, MarketSnapshot
-from mpmarket.net.server import AgentInfo
+from mpmarket.net.wire import AgentInfo
 
 __all__ = [
     "STATUS_VERSION",

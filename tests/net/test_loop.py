@@ -23,13 +23,9 @@ from mpmarket.core.market import Marketplace
 from mpmarket.errors import CartRevokedError, MarketClosedError
 from mpmarket.net import loop as dispatch
 from mpmarket.net import server as server_module
-from mpmarket.net.server import (
-    MARKET_IDENT,
-    ServedMarket,
-    _open_connection,
-    connect,
-    new_authkey,
-)
+from mpmarket.net.client import connect, open_connection
+from mpmarket.net.server import ServedMarket, new_authkey
+from mpmarket.net.wire import MARKET_IDENT
 from mpmarket.products import Product, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")
@@ -51,7 +47,7 @@ def served():
 def _attach(served) -> connection.Connection:
     """An authenticated connection accepted for serving, by the stock client calls."""
     serving, authkey = served
-    conn = _open_connection(serving.address, authkey, time.monotonic() + CALL_S)
+    conn = open_connection(serving.address, authkey, time.monotonic() + CALL_S)
     managers.dispatch(conn, None, "accept_connection", ("raw-test",))
     return conn
 

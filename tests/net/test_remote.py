@@ -23,16 +23,10 @@ import pytest
 from mpmarket import __version__ as mpmarket_version
 from mpmarket.core.workload import expected_purchases, generate, load_workload
 from mpmarket.errors import InvalidArgumentError, MarketUnavailableError, VersionMismatchError
-from mpmarket.net import server as server_module
-from mpmarket.net.server import (
-    PROTOCOL_VERSION,
-    SESSION_IDENT,
-    _open_connection,
-    connect,
-    is_loopback,
-    new_authkey,
-    start_server,
-)
+from mpmarket.net import client as client_module
+from mpmarket.net.client import connect, open_connection
+from mpmarket.net.server import new_authkey, start_server
+from mpmarket.net.wire import PROTOCOL_VERSION, SESSION_IDENT, is_loopback
 from mpmarket.products import Coffee, Tea
 from mpmarket.run.plan import pick_agents
 from tests.net.remote_helpers import (
@@ -461,7 +455,7 @@ def test_only_the_market_operations_are_reachable(served):
         ("get_methods", ("market",)),
         ("dummy", ()),
     ]:
-        conn = _open_connection(address, authkey, time.monotonic() + 10)
+        conn = open_connection(address, authkey, time.monotonic() + 10)
         try:
             with pytest.raises(managers.RemoteError, match="unrecognized"):
                 managers.dispatch(conn, None, method, args)
@@ -486,14 +480,14 @@ def test_only_the_market_operations_are_reachable(served):
 
 def test_a_worker_of_another_version_is_refused_at_attach(served, monkeypatch):
     address, authkey = served
-    monkeypatch.setattr(server_module, "__version__", "9.9.9")
+    monkeypatch.setattr(client_module, "__version__", "9.9.9")
     with pytest.raises(VersionMismatchError) as raised:
         connect(address, authkey, timeout=5)
     message = str(raised.value)
     assert "mpmarket 9.9.9 (protocol 1)" in message
     assert f"runs mpmarket {mpmarket_version} (protocol 1)" in message and "\n" not in message
-    monkeypatch.setattr(server_module, "PROTOCOL_VERSION", 2)
-    monkeypatch.setattr(server_module, "__version__", mpmarket_version)
+    monkeypatch.setattr(client_module, "PROTOCOL_VERSION", 2)
+    monkeypatch.setattr(client_module, "__version__", mpmarket_version)
     with pytest.raises(VersionMismatchError, match=r"\(protocol 2\).*\(protocol 1\)"):
         connect(address, authkey, timeout=5)
     monkeypatch.undo()
@@ -606,7 +600,8 @@ FROZEN_CONSUMER = """
 import sys
 from mpmarket.errors import CartRevokedError
 from mpmarket.products import Tea
-from mpmarket.net.server import connect, parse_address
+from mpmarket.net.client import connect
+from mpmarket.net.wire import parse_address
 
 market = connect(parse_address(sys.argv[1]), open(sys.argv[2]).read().strip().encode())
 producer = market.register_producer()

@@ -15,7 +15,9 @@ from mpmarket.errors import (
     UnknownCartError,
     UnknownProducerError,
 )
-from mpmarket.net.server import connect, format_address, new_authkey, parse_address, start_server
+from mpmarket.net.client import connect
+from mpmarket.net.server import new_authkey, start_server
+from mpmarket.net.wire import format_address, parse_address
 from mpmarket.products import Coffee, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")
