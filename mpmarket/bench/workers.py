@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any, cast
+from typing import Any
 
 import psutil
 
@@ -48,7 +48,6 @@ from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import MarketUnavailableError, MpmarketError, RunError
 from mpmarket.net.client import ATTACH_TIMEOUT, connect
 from mpmarket.net.server import MarketManager, new_authkey, start_server
-from mpmarket.net.wire import Address
 from mpmarket.proc.lifeline import (
     PARENT_CHECK_INTERVAL,
     STOP_GRACE,
@@ -208,7 +207,7 @@ class _BenchServer:
         self.authkey = new_authkey()
         self.manager = start_server(queue_size, authkey=self.authkey, ctx=ctx)
         # A TCP address: start_server listens on ("127.0.0.1", 0).
-        self.address = cast(Address, self.manager.address)
+        self.address = self.manager.address
         try:
             self.market = connect(self.address, self.authkey)
         except BaseException:

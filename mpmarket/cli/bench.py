@@ -147,7 +147,9 @@ class _IntList(click.ParamType):
 
     name = "N,N..."
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[int]:
         if isinstance(value, list | tuple):
             return list(value)
         try:
@@ -164,7 +166,9 @@ class _Sizes(click.ParamType):
 
     name = "PxC,PxC..."
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[tuple[int, int]]:
         if isinstance(value, list | tuple):
             return list(value)
         try:

@@ -32,5 +32,5 @@ def process_context(start_method: str | None = None) -> BaseContext:
     ctx = multiprocessing.get_context(start_method or default_start_method())
     if ctx.get_start_method() == "forkserver":
         ours = sorted(name for name in sys.modules if name.partition(".")[0] == "mpmarket")
-        ctx.set_forkserver_preload(ours)  # type: ignore[attr-defined]
+        ctx.set_forkserver_preload(ours)
     return ctx
