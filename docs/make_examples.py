@@ -27,9 +27,9 @@ from pathlib import Path
 from rich.console import Console
 
 from mpmarket.core.agents import consume, produce
+from mpmarket.core.generate import generate
 from mpmarket.core.market import Marketplace
 from mpmarket.core.simulate import simulate
-from mpmarket.core.workload import generate
 from mpmarket.errors import MarketClosedError
 from mpmarket.products import Product
 from mpmarket.run.report import RunReport

@@ -18,8 +18,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mpmarket.core.books import MarketBooks, MarketSnapshot
+from mpmarket.core.load import load_workload
 from mpmarket.core.market import Marketplace
-from mpmarket.core.workload import Workload, load_workload
+from mpmarket.core.workload import Workload
 from mpmarket.errors import (
     AuthkeyError,
     CartRevokedError,

@@ -31,7 +31,8 @@ from mpmarket.bench.workers import (
     _server_processes,
 )
 from mpmarket.core.books import MarketBooks
-from mpmarket.core.workload import CATALOG, DEFAULT_QUEUE_SIZE
+from mpmarket.core.generate import CATALOG
+from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import MarketClosedError
 from mpmarket.net.client import connect
 from mpmarket.net.wire import Address

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from mpmarket.bench.results import BenchResult, Case, Progress, _quiet, _ratio
-from mpmarket.core.workload import Workload, expected_purchases, load_course_json, purchase_line
+from mpmarket.core.load import load_course_json
+from mpmarket.core.workload import Workload, expected_purchases, purchase_line
 from mpmarket.errors import WorkloadError
 from mpmarket.run.local import LocalRun
 from mpmarket.run.report import RunReport

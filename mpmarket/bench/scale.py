@@ -27,7 +27,7 @@ import psutil
 from mpmarket.bench.churn import LEAK_WARMUP, _churn_round
 from mpmarket.bench.results import MB, BenchResult, Case, Progress, _quiet
 from mpmarket.bench.workers import _pss, _rss, _server_processes
-from mpmarket.core.workload import generate
+from mpmarket.core.generate import generate
 from mpmarket.proc.context import process_context
 from mpmarket.run.local import LocalRun
 from mpmarket.run.report import RunObserver

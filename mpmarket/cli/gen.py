@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
-from mpmarket.core.workload import dump_course_json, dump_toml, generate
+from mpmarket.core.dump import dump_course_json, dump_toml
+from mpmarket.core.generate import generate
 
 __all__ = ["gen"]
 

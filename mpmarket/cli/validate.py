@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode
+from mpmarket.core.load import load_workload
 from mpmarket.core.simulate import simulate
-from mpmarket.core.workload import load_workload
 from mpmarket.errors import WorkloadError
 
 __all__ = ["validate"]

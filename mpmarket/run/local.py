@@ -54,7 +54,8 @@ import hashlib
 import time
 
 from mpmarket.core.agents import WAIT_PER_TRY
-from mpmarket.core.workload import Workload, dump_toml, verify_orders
+from mpmarket.core.dump import dump_toml
+from mpmarket.core.workload import Workload, verify_orders
 from mpmarket.errors import (
     MarketLostError,
     MarketUnavailableError,

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from mpmarket.core.workload import Workload, generate, load_workload
+from mpmarket.core.generate import generate
+from mpmarket.core.load import load_workload
+from mpmarket.core.workload import Workload
 
 __all__ = ["RunOptionsError", "check_run_options", "workload_from_options"]
 

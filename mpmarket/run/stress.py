@@ -9,7 +9,7 @@ runs to stress a machine and the market.
 
 Only producers that make mixes of products are killed: every product keeps a
 producer that makes nothing else, so a kill never starves a consumer (see
-``workload.generate``). Killed consumers give their carts back.
+``core.generate.generate``). Killed consumers give their carts back.
 
 With agents packed several to a process, a kill is a process's: all its
 agents die together, and only processes of mixers alone are picked among
@@ -23,7 +23,8 @@ import random
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from mpmarket.core.workload import Workload, generate
+from mpmarket.core.generate import generate
+from mpmarket.core.workload import Workload
 from mpmarket.errors import WorkloadError
 from mpmarket.run.local import LocalRun
 from mpmarket.run.plan import pack_agents

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from mpmarket.core.workload import expected_purchases, load_workload
+from mpmarket.core.load import load_workload
+from mpmarket.core.workload import expected_purchases
 from tests.helpers import bought_lines, run_cli
 
 STRESS_SECONDS = float(os.environ.get("MPMARKET_TEST_STRESS_SECONDS", "2"))
@@ -116,7 +117,7 @@ def test_gen_to_stdout_is_the_same_workload_as_run_generates(tmp_path):
     assert result.returncode == 0
     path = tmp_path / "same.toml"
     path.write_text(result.stdout)
-    from mpmarket.core.workload import generate
+    from mpmarket.core.generate import generate
 
     assert expected_purchases(load_workload(path)) == expected_purchases(generate(2, 3))
 

@@ -26,6 +26,8 @@ import pytest
 from mpmarket.core import agents as agents
 from mpmarket.core.agents import consume, produce
 from mpmarket.core.books import MarketBooks
+from mpmarket.core.generate import generate
+from mpmarket.core.load import load_workload
 from mpmarket.core.market import Marketplace
 from mpmarket.core.workload import (
     ConsumerSpec,
@@ -34,8 +36,6 @@ from mpmarket.core.workload import (
     ProductionStep,
     Workload,
     expected_purchases,
-    generate,
-    load_workload,
     purchase_line,
 )
 from mpmarket.errors import MarketClosedError

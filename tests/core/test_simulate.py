@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mpmarket.core.generate import generate
+from mpmarket.core.load import load_workload
 from mpmarket.core.simulate import Deadlock, Stall, simulate
 from mpmarket.core.workload import (
     ConsumerSpec,
@@ -23,8 +25,6 @@ from mpmarket.core.workload import (
     ProductionStep,
     Workload,
     expected_purchases,
-    generate,
-    load_workload,
 )
 from mpmarket.products import Coffee, Tea
 

@@ -19,6 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mpmarket.core.generate import generate
+from mpmarket.core.load import load_course_json, load_toml, load_workload, parse_course, parse_toml
 from mpmarket.core.simulate import simulate
 from mpmarket.core.workload import (
     DEFAULT_QUEUE_SIZE,
@@ -28,12 +30,6 @@ from mpmarket.core.workload import (
     ProductionStep,
     Workload,
     expected_purchases,
-    generate,
-    load_course_json,
-    load_toml,
-    load_workload,
-    parse_course,
-    parse_toml,
     purchase_line,
 )
 from mpmarket.errors import WorkloadError

@@ -9,17 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpmarket.core.workload import (
-    ConsumerSpec,
-    Op,
-    ProducerSpec,
-    ProductionStep,
-    Workload,
-    dump_course_json,
-    dump_toml,
-    generate,
-    load_workload,
-)
+from mpmarket.core.dump import dump_course_json, dump_toml
+from mpmarket.core.generate import generate
+from mpmarket.core.load import load_workload
+from mpmarket.core.workload import ConsumerSpec, Op, ProducerSpec, ProductionStep, Workload
 from mpmarket.products import Coffee, Product, Tea
 
 

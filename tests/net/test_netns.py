@@ -19,7 +19,8 @@ from collections import Counter
 
 import pytest
 
-from mpmarket.core.workload import expected_purchases, load_workload
+from mpmarket.core.load import load_workload
+from mpmarket.core.workload import expected_purchases
 from tests.net.remote_helpers import clean_env, mpmarket, wait_for_start_line
 from tests.net.test_remote import KEY, WORKLOAD
 

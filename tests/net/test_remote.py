@@ -21,7 +21,9 @@ import psutil
 import pytest
 
 from mpmarket import __version__ as mpmarket_version
-from mpmarket.core.workload import expected_purchases, generate, load_workload
+from mpmarket.core.generate import generate
+from mpmarket.core.load import load_workload
+from mpmarket.core.workload import expected_purchases
 from mpmarket.errors import InvalidArgumentError, MarketUnavailableError, VersionMismatchError
 from mpmarket.net import client as client_module
 from mpmarket.net.client import connect, open_connection

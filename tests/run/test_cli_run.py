@@ -7,7 +7,9 @@ from collections import Counter
 
 import pytest
 
-from mpmarket.core.workload import expected_purchases, generate, load_workload, purchase_line
+from mpmarket.core.generate import generate
+from mpmarket.core.load import load_workload
+from mpmarket.core.workload import expected_purchases, purchase_line
 from mpmarket.run.local import LocalRun
 from mpmarket.run.report import RunObserver
 from tests.helpers import bought_lines, run_cli

@@ -21,7 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mpmarket.core.workload import expected_purchases, load_workload
+from mpmarket.core.load import load_workload
+from mpmarket.core.workload import expected_purchases
 from tests.helpers import bought_lines
 
 # A tea producer that is quick, and one that is slow; "victim" takes three

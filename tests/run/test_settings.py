@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mpmarket.core.workload import generate
+from mpmarket.core.generate import generate
 from mpmarket.errors import WorkloadError
 from mpmarket.run.settings import RunOptionsError, check_run_options, workload_from_options
 
