@@ -57,7 +57,7 @@ PLAIN_LINE_INTERVAL_S = 5.0
 
 # The live view's rates and ETA are measured over this trailing window: long
 # enough to smooth out the bursts of single orders, short enough to follow a
-# change. (The HTML page's charts use their own: view.html.CHART_RATE_WINDOW_S.)
+# change. (The HTML page's charts use their own: view.charts.CHART_RATE_WINDOW_S.)
 LIVE_RATE_WINDOW_S = 3.0
 
 # Producers shown one bar each; with more, the busiest are shown and a

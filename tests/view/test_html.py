@@ -27,7 +27,7 @@ from mpmarket.core.books import MarketBooks
 from mpmarket.products import Coffee, Tea
 from mpmarket.run.report import RunReport
 from mpmarket.run.timeline import Sample, Timeline
-from mpmarket.view import html as html_report
+from mpmarket.view import charts as html_report
 from mpmarket.view.html import render_html
 from mpmarket.view.summary import report_to_json
 
