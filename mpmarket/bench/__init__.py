@@ -16,7 +16,7 @@ benchmark is a function returning a ``BenchResult`` (no printing;
   simulated ideal.
 
 They share ``results`` (figures over rounds, cases, the JSON format) and
-``workers`` (the benchmark processes and the bench's market server). This
-package's ``__init__`` imports nothing, so that loading ``mpmarket`` does not
-load the benchmarks.
+``workers`` (the benchmark processes, run in the run's own ``AgentFleet``, and
+the bench's market server). This package's ``__init__`` imports nothing, so
+that loading ``mpmarket`` does not load the benchmarks.
 """

@@ -1,13 +1,17 @@
-"""The benchmark processes: a fleet with one start barrier, the bench's market server.
+"""The benchmark processes: the run's fleet with one start barrier, the bench's market server.
 
-Every benchmark measures real processes. ``_Fleet`` spawns them, each running
-``_worker_main(body, args, pipe, go)``: ``body(*args, ready)`` sets itself up
-(connects, registers), calls ``ready()``, which reports on the pipe and waits
-for the fleet's ``go`` event, then does its work and sends its result back.
-The parent spawns, waits for every ``ready``, releases them all at one
-moment (``release``), and reads every result within a bound. Leaving the
-fleet stops it: ``on_stop`` first (closing the market, so that blocked calls
-return), then join, terminate, kill, each step bounded.
+Every benchmark measures real processes, started and stopped by the run's own
+``AgentFleet`` (``mpmarket.run.fleet``) as one pseudo-agent each, so that they
+start as a run's agents do (a bare fork under fork) and speak the same typed
+messages (``mpmarket.run.messages``). ``_Fleet`` adds what a benchmark needs:
+each process runs ``_worker_main(body, args, ...)``: ``body(*args, ready)``
+sets itself up (connects, registers), calls ``ready()``, which says Ready on
+the pipe and waits for the fleet's start, then does its work and sends its
+value back as Result. The parent spawns, waits for every Ready, releases them
+all at one moment (``release``), and reads every Result within a bound: the
+first failure, death or timeout raises RunError. Leaving the fleet stops it:
+``on_stop`` first (closing the market, so that blocked calls return), then
+the fleet's stop: join, terminate, kill, each step bounded.
 
 ``_BenchServer`` is one measurement's market server with the parent's own
 proxy; ``_server_processes``, ``_rss`` and ``_pss`` read the memory of the
@@ -17,11 +21,11 @@ server and of the agents.
 
     parent                                    benchmark process (x N)
     ------                                    -----------------------
-    _Fleet.spawn ---- Process(_worker_main) -> body(*args, ready): set up
-    wait_ready  <------- ("ready",) ---------  ready(): waits on ``go``
-    release()   -------- go.set() ---------->  the measured work
-    results()   <------ ("result", value) ---  (or ("failed", message), exit 1)
-    stop(): on_stop, join, terminate, kill
+    _Fleet.spawn ---- AgentFleet.spawn_process -> _worker_main: body(*args, ready)
+    wait_ready  <------- Ready ---------------  ready(): waits for the start
+    release()   -------- start.set() -------->  the measured work
+    results()   <------- Result(value) -------  (or Failed(why), exit 1)
+    stop(): on_stop, the fleet's stop: join, terminate, kill
 
 Clocks: ``time.perf_counter`` is CLOCK_MONOTONIC on Linux, one clock for the
 whole system, so times taken in different processes compare directly.
@@ -35,11 +39,9 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 import psutil
@@ -48,12 +50,9 @@ from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import MarketUnavailableError, MpmarketError, RunError
 from mpmarket.net.client import ATTACH_TIMEOUT, connect
 from mpmarket.net.server import MarketManager, new_authkey, start_server
-from mpmarket.proc.lifeline import (
-    PARENT_CHECK_INTERVAL,
-    STOP_GRACE,
-    TERMINATE_GRACE,
-    stop_processes,
-)
+from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, STOP_GRACE, Lifeline
+from mpmarket.run.fleet import AgentFleet
+from mpmarket.run.messages import Died, Failed, Ready, Result, encode
 
 __all__ = ["READY_TIMEOUT", "RESULT_GRACE"]
 
@@ -62,62 +61,66 @@ __all__ = ["READY_TIMEOUT", "RESULT_GRACE"]
 READY_TIMEOUT = ATTACH_TIMEOUT + 5.0
 RESULT_GRACE = 30.0
 
+# What the fleet calls a benchmark process (the role of its pseudo-agent).
+_ROLE = "benchmark process"
+
+# This benchmark process's lifeline, set by _worker_main (None in the parent).
+_lifeline: Lifeline | None = None
+
 
 def _parent_gone() -> bool:
-    """True when the process that started this one has died."""
-    parent = multiprocessing.parent_process()
-    return parent is not None and not parent.is_alive()
+    """True in a benchmark process once the benchmark that started it has died."""
+    return _lifeline is not None and not _lifeline.alive()
 
 
 def _worker_main(
-    body: Callable[..., Any], args: tuple[Any, ...], channel: connection.Connection, go: Any
+    body: Callable[..., Any],
+    args: tuple[Any, ...],
+    channel: connection.Connection,
+    start: Any,
+    stop: Any,
+    run_pid: int,
 ) -> None:
-    """Entry point of every benchmark process: ``body(*args, ready)``, result to the pipe.
+    """Entry point of every benchmark process: ``body(*args, ready)``, Result to the pipe.
 
-    ``ready()`` tells the parent this process is set up and waits for the start.
+    ``ready()`` tells the parent this process is set up and waits for the
+    start. The fleet's ``stop`` event goes unused: a benchmark stops its
+    processes by closing the market (``on_stop``).
     """
+    global _lifeline
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    lifeline = _lifeline = Lifeline(run_pid)
 
     def ready() -> None:
-        channel.send(("ready",))
-        while not go.wait(PARENT_CHECK_INTERVAL):
-            if _parent_gone():
+        channel.send(encode(Ready(0)))
+        while not start.wait(PARENT_CHECK_INTERVAL):
+            if not lifeline.alive():
                 raise SystemExit(1)
 
     try:
-        result = body(*args, ready)
+        # A value that does not pickle fails here, before a byte is written.
+        channel.send(encode(Result(0, body(*args, ready))))
+        return
     except MpmarketError as error:
         message = str(error) or type(error).__name__
     except Exception:
         message = traceback.format_exc(limit=3).strip().splitlines()[-1]
-    else:
-        channel.send(("result", result))
-        return
     with contextlib.suppress(OSError):
-        channel.send(("failed", message))
+        channel.send(encode(Failed(0, message)))
     raise SystemExit(1)
 
 
-@dataclass
-class _Worker:
-    name: str
-    process: BaseProcess
-    channel: connection.Connection
-
-
 class _Fleet:
-    """Benchmark processes with a pipe each, one start barrier and a bounded stop.
+    """Benchmark processes in the run's fleet: one start barrier, results in spawn order.
 
     Used as a context manager: leaving it calls ``on_stop`` (for instance,
-    closing the market so that blocked calls return), then joins every
-    process: join, terminate, kill, each step bounded.
+    closing the market so that blocked calls return), then stops the fleet:
+    join, terminate, kill, each step bounded.
     """
 
     def __init__(self, ctx: BaseContext, on_stop: Callable[[], None] = lambda: None) -> None:
-        self._ctx = ctx
-        self._go = ctx.Event()
+        self.fleet = AgentFleet(ctx)
         self._on_stop = on_stop
-        self.workers: list[_Worker] = []
 
     def __enter__(self) -> _Fleet:
         return self
@@ -126,75 +129,59 @@ class _Fleet:
         self.stop()
 
     def spawn(self, name: str, body: Callable[..., Any], *args: Any) -> None:
-        reader, writer = self._ctx.Pipe(duplex=False)
-        # Every context that process_context returns has a Process class; typeshed
-        # declares it only on the concrete contexts, not on BaseContext.
-        process = self._ctx.Process(  # type: ignore[attr-defined]
-            target=_worker_main, name=name, args=(body, args, writer, self._go), daemon=True
-        )
-        try:
-            process.start()
-        except BaseException:
-            reader.close()
-            raise
-        finally:
-            writer.close()
-        self.workers.append(_Worker(name, process, reader))
+        self.fleet.spawn_process(name, _worker_main, (body, args), _ROLE)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        self._gather("ready", timeout)
+        self._gather(Ready, timeout)
 
     def release(self) -> float:
         """Let every process go; return the moment (perf_counter) it happened."""
         started = time.perf_counter()
-        self._go.set()
+        self.fleet.release()
         return started
 
     def results(self, timeout: float) -> list[Any]:
         """Each process's result, in spawn order."""
-        return self._gather("result", timeout)
+        return self._gather(Result, timeout)
 
-    def _gather(self, tag: str, timeout: float) -> list[Any]:
+    def _gather(self, expected: type[Ready | Result], timeout: float) -> list[Any]:
+        """One ``expected`` message from every process; RunError on anything else."""
         deadline = time.monotonic() + timeout
+        workers = self.fleet.agents
+        index = {id(worker): number for number, worker in enumerate(workers)}
         answers: dict[int, Any] = {}
-        pending: dict[Any, int] = {  # channel -> index (wait() returns a union)
-            worker.channel: index for index, worker in enumerate(self.workers)
-        }
-        while pending:
+        while len(answers) < len(workers):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RunError(
-                    f"{len(pending)} benchmark processes did not answer within {timeout:.0f} s"
+                    f"{len(workers) - len(answers)} benchmark processes"
+                    f" did not answer within {timeout:.0f} s"
                 )
-            for channel in connection.wait(list(pending), remaining):
-                index = pending.pop(channel)
-                worker = self.workers[index]
-                try:
-                    message = worker.channel.recv()
-                except EOFError:
-                    worker.process.join(TERMINATE_GRACE)
-                    raise RunError(
-                        f"benchmark process {worker.name} died (exit code {worker.process.exitcode})"
-                    ) from None
-                if message[0] == "failed":
-                    raise RunError(f"benchmark process {worker.name} failed: {message[1]}")
-                if message[0] != tag:
-                    raise RunError(f"benchmark process {worker.name} sent {message[0]!r}")
-                answers[index] = message[1] if len(message) > 1 else None
-        return [answers[index] for index in range(len(self.workers))]
+            for worker, message in self.fleet.next_messages(remaining):
+                match message:
+                    case Failed(why=why):
+                        raise RunError(f"benchmark process {worker.name} failed: {why}")
+                    case Died():
+                        raise RunError(
+                            f"benchmark process {worker.name} died"
+                            f" (exit code {worker.process.exitcode})"
+                        )
+                    case Ready() if expected is Ready:
+                        answers[index[id(worker)]] = None
+                    case Result(value=value) if expected is Result:
+                        answers[index[id(worker)]] = value
+                    case _:
+                        raise RunError(
+                            f"benchmark process {worker.name} sent {type(message).__name__}"
+                        )
+        return [answers[number] for number in range(len(workers))]
 
     def stop(self) -> None:
         with contextlib.suppress(MpmarketError, OSError, EOFError):
             self._on_stop()
-        self._go.set()  # processes still at the barrier go on and find the end
-        _stop_processes([worker.process for worker in self.workers])
-        for worker in self.workers:
-            worker.channel.close()
-
-
-def _stop_processes(processes: Sequence[BaseProcess]) -> None:
-    """Join, terminate, then kill whatever is left: every step bounded."""
-    stop_processes(processes, STOP_GRACE, TERMINATE_GRACE)
+        # Processes still at the barrier go on and find the end; then join,
+        # terminate, kill.
+        self.fleet.stop(STOP_GRACE, on_order=lambda _agent, _products: None)
 
 
 class _BenchServer:

@@ -3,6 +3,8 @@
 ::
 
     spawn()   a process per agent (or per pack) ──> agent.process_main()
+    spawn_process()
+              one process, any target that speaks the messages (a benchmark's)
     release() start.set(): every agent at the barrier goes
     next_messages(timeout)
               connection.wait() on every pipe, every sentinel (and the server's)
@@ -18,6 +20,11 @@ method an agent process is a bare fork (``forked.ForkedProcess``), without
 what ``multiprocessing.Process`` costs hundreds of agents. Agents packed
 several to a process share its pipe; a process that dies is the death of each
 of its agents that had not finished.
+
+The benchmarks run their processes in this fleet too (``spawn_process``, one
+pseudo-agent each: ``mpmarket.bench.workers``): the same start, barrier,
+pipes, messages and stop as a run's agents, so that bench measures processes
+started as a run starts them.
 """
 
 from __future__ import annotations
@@ -101,16 +108,41 @@ class AgentFleet:
             self._spawn_process(members, address, authkey)
 
     def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
-        reader, writer = self.ctx.Pipe(duplex=False)
         names = [spec.name for _, spec in members]
-        process = start_child(
-            self.ctx,
-            process_main,
-            names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}",
-            (members, address, authkey, writer, self._start, self._stop, os.getpid()),
-        )
-        writer.close()
+        name = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        reader, process = self._start_process(name, process_main, (members, address, authkey))
         self._track(reader, process, members)
+
+    def spawn_process(
+        self, name: str, target: Callable[..., object], args: tuple[Any, ...], role: str
+    ) -> AgentState:
+        """Start one process, one agent of ``role``: ``target(*args, channel, start, stop, run_pid)``.
+
+        ``target`` is top level and picklable, as ``agent.process_main`` is,
+        and speaks the messages on ``channel`` as slot 0: Ready, then a last
+        word (Result or Failed for a benchmark process).
+        """
+        reader, process = self._start_process(name, target, args)
+        agent = AgentState(name, role, process)
+        self.agents.append(agent)
+        self._by_channel[reader] = [agent]
+        return agent
+
+    def _start_process(
+        self, name: str, target: Callable[..., object], args: tuple[Any, ...]
+    ) -> tuple[connection.Connection, ChildProcess]:
+        """Start ``target(*args, writer, start, stop, run_pid)``; return the pipe's reader."""
+        reader, writer = self.ctx.Pipe(duplex=False)
+        try:
+            process = start_child(
+                self.ctx, target, name, (*args, writer, self._start, self._stop, os.getpid())
+            )
+        except BaseException:
+            reader.close()
+            raise
+        finally:
+            writer.close()
+        return reader, process
 
     def _track(
         self, channel: connection.Connection, process: ChildProcess, members: list[Member]

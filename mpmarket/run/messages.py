@@ -6,15 +6,20 @@ it with these messages, each carrying its place in its process, ``slot`` (0
 when it has the process to itself)::
 
     Ready(slot, ident)                attached, waits for the start: its producer or cart id
+                                      (None from a benchmark process: it is no agent)
     Order(slot, products)             a consumer placed an order
     Done(slot, stats)                 a consumer finished its sessions (AgentStats as a dict)
     Stats(slot, stats)                a producer's AgentStats, as it ends
     Closed(slot)                      a producer ended because the market was closed
     Failed(slot, why, market_lost)    an agent failed; market_lost: it lost the server
+    Result(slot, value)               a benchmark process's body returned ``value``
     Died(slot, how)                   never sent: the fleet's word for an agent whose
-                                      process ended before it said Done, Closed or Failed
+                                      process ended before it said Done, Closed,
+                                      Failed or Result
 
-After Done, Closed or Failed (``FINAL``) an agent says nothing more.
+After Done, Closed, Failed or Result (``FINAL``) an agent says nothing more.
+The benchmarks' processes (``mpmarket.bench.workers``) run in the same fleet
+and say Ready, then Result or Failed.
 
 On the pipe a message is a plain tuple ``(slot, tag, *fields)``, as the
 tagged tuples it replaces were: a pickled class reference would add its
@@ -41,6 +46,7 @@ __all__ = [
     "MessageError",
     "Order",
     "Ready",
+    "Result",
     "Stats",
     "decode",
     "encode",
@@ -53,10 +59,10 @@ class MessageError(RunError):
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """Attached to the market; waits for the start. ``ident``: producer id or cart id."""
+    """Set up, waits for the start. ``ident``: producer id or cart id (None: no agent)."""
 
     slot: int
-    ident: int
+    ident: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,14 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Result:
+    """What a benchmark process's body returned (anything that pickles)."""
+
+    slot: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Died:
     """An agent's process ended before the agent's last word (never on a pipe)."""
 
@@ -107,10 +121,10 @@ class Died:
     how: str
 
 
-AgentMessage = Ready | Order | Done | Stats | Closed | Failed | Died
+AgentMessage = Ready | Order | Done | Stats | Closed | Failed | Result | Died
 
 # The messages after which an agent has nothing more to say.
-FINAL = (Done, Closed, Failed)
+FINAL = (Done, Closed, Failed, Result)
 
 # The tags on the pipe; Died has none: no agent says it.
 _TAGS: dict[type[AgentMessage], str] = {
@@ -120,6 +134,7 @@ _TAGS: dict[type[AgentMessage], str] = {
     Stats: "stats",
     Closed: "closed",
     Failed: "failed",
+    Result: "result",
 }
 _CLASSES = {tag: cls for cls, tag in _TAGS.items()}
 # The fields after the slot, in order: what follows the tag on the pipe.

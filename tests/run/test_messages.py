@@ -1,7 +1,8 @@
 """The runner <-> agent messages: pickled, encoded, decoded, refused; read by the fleet.
 
 And the rule that keeps them typed: no module but ``run/messages.py`` builds
-or matches a string-tagged message.
+or matches a string-tagged message, not even the benchmarks' processes
+(``bench/workers.py``), which speak the same messages in the same fleet.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mpmarket.run.messages import (
     MessageError,
     Order,
     Ready,
+    Result,
     Stats,
     decode,
     encode,
@@ -40,6 +42,9 @@ SENT = [
     Closed(3),
     Failed(0, "the market went away", True),
     Failed(1, "unknown cart id 4"),
+    Ready(0),  # a benchmark process: no agent, no ident
+    Result(0, (5000, 1.25, 1.5)),
+    Result(0, None),
 ]
 
 
@@ -142,13 +147,21 @@ def test_the_fleet_refuses_a_malformed_message(fleet_and_pipe, raw):
         fleet.next_messages(5.0)
 
 
+def test_a_result_ends_a_process_and_its_pipe_is_no_death(fleet_and_pipe):
+    fleet, writer = fleet_and_pipe
+    consumer, producer = fleet.agents
+    writer.send(encode(Result(0, [1, 2])))
+    writer.send(encode(Closed(1)))
+    writer.close()
+    assert fleet.next_messages(5.0) == [(consumer, Result(0, [1, 2])), (producer, Closed(1))]
+    assert consumer.done and producer.done
+
+
 # -- no string-tagged message outside messages.py -------------------------------
 
 TAGS = set(messages._TAGS.values()) | {"died"}
 PACKAGE = Path(mpmarket.__file__).resolve().parent
-# bench/ speaks its own protocol to its own benchmark processes ("ready",
-# "result", "failed"); it reads none of a run's pipes.
-EXEMPT = {PACKAGE / "run" / "messages.py", PACKAGE / "bench"}
+EXEMPT = {PACKAGE / "run" / "messages.py"}
 
 
 def _is_tag(node: ast.AST | None) -> bool:
