@@ -86,8 +86,9 @@ Received = list[tuple[AgentState, AgentMessage]]
 class AgentFleet:
     """The agent processes of one run, with a pipe each and one start barrier."""
 
-    def __init__(self, ctx: BaseContext) -> None:
+    def __init__(self, ctx: BaseContext, *, market: str = "mpmarket") -> None:
         self.ctx = ctx
+        self.market = market  # which market the agents attach to (agent.process_main)
         self.agents: list[AgentState] = []
         self._by_channel: dict[connection.Connection, list[AgentState]] = {}  # a process's agents
         self._start = ctx.Event()
@@ -107,7 +108,7 @@ class AgentFleet:
             self.ctx,
             process_main,
             names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}",
-            (members, address, authkey, writer, self._start, self._stop, os.getpid()),
+            (members, address, authkey, writer, self._start, self._stop, os.getpid(), self.market),
         )
         writer.close()
         self._track(reader, process, members)
