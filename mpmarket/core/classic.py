@@ -140,7 +140,7 @@ class ClassicMarket:
                 free = self.free_slots.get(producer_id) if type(producer_id) is int else None
                 if free is None:
                     raise UnknownProducerError(producer_id)
-                if free == 0:
+                if free <= 0:  # below zero after removes past the cap
                     self._refused_publishes[producer_id] = product
                     published = False
                 else:
