@@ -25,6 +25,7 @@ __all__ = [
     "html_option",
     "json_option",
     "log_options",
+    "market_option",
     "quiet_option",
     "start_method_option",
     "workload_options",
@@ -126,6 +127,16 @@ agents_per_process_option = click.option(
     help="Run up to N agents of one role per process, a thread each: fewer "
     "processes start and stop faster and use less memory, but a process that "
     "dies takes its N agents with it.",
+)
+
+
+market_option = click.option(
+    "--market",
+    type=click.Choice(["mpmarket", "classic"]),
+    default="mpmarket",
+    show_default=True,
+    help="The market to run on: mpmarket's, or classic: the course's design (a list "
+    "of products, five locks, waits that sleep) on a stock manager server, as a reference.",
 )
 
 

@@ -22,6 +22,7 @@ from mpmarket.cli.options import (
     html_option,
     json_option,
     log_options,
+    market_option,
     quiet_option,
     start_method_option,
     workload_options,
@@ -39,6 +40,7 @@ __all__ = ["run"]
 
 @click.command(epilog=EPILOG)
 @workload_options
+@market_option
 @start_method_option
 @agents_per_process_option
 @log_options
@@ -94,6 +96,7 @@ def run(
     sessions: int,
     seed: int,
     queue_size: int | None,
+    market: str,
     start_method: str,
     agents_per_process: int,
     log_file: Path | None,
@@ -120,6 +123,9 @@ def run(
     and --consumers (4 and 8 by default). One line per bought product goes to
     stdout as orders arrive; progress and the summary go to stderr.
 
+    --market classic runs the workload on the course's own design instead, a
+    reference to compare with: the same agents and result lines.
+
     With --connect, no server is started: the agents attach to a market that
     `mpmarket serve` runs (on this machine or another), and --only, --agents
     and --shard pick the part of the workload this machine runs. When its
@@ -132,6 +138,7 @@ def run(
       mpmarket run --producers 4 --consumers 8
       mpmarket run configs/tea-and-coffee.toml --json report.json
       mpmarket run course-case.in | sort > bought.txt
+      mpmarket run course-case.in --market classic
       mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only producers
       mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only consumers --close-market
     """
@@ -152,6 +159,7 @@ def run(
             authkey_file=authkey_file,
             log_file=log_file,
             queue_size=queue_size,
+            market=market,
         )
         workload = workload_from_options(config, producers, consumers, sessions, seed, queue_size)
     except RunOptionsError as error:
@@ -182,6 +190,7 @@ def run(
             fail_fast=fail_fast,
             stall_timeout=stall_timeout,
             agents_per_process=agents_per_process,
+            market=market,
         ).run()
     finally:
         observer.close()

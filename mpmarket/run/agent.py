@@ -22,9 +22,11 @@ from multiprocessing import connection
 from typing import Any
 
 from mpmarket.core.agents import AgentStats, consume, produce
+from mpmarket.core.classic import ClassicAgent
 from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError
-from mpmarket.net.client import ATTACH_TIMEOUT, connect
+from mpmarket.net.classic import attach_classic_agent
+from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
 from mpmarket.net.wire import Address
 from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
 from mpmarket.products import Product
@@ -40,6 +42,7 @@ def process_main(
     members: list[Member],
     address: Address,
     authkey: bytes,
+    market: str,
     channel: connection.Connection,
     start: Any,
     stop: Any,
@@ -49,7 +52,8 @@ def process_main(
 
     One agent runs on the main thread. Several (``agents_per_process``) run a
     thread each, with a connection each; every message goes through the one
-    pipe, carrying the agent's place in ``members`` as its slot.
+    pipe, carrying the agent's place in ``members`` as its slot. ``market``
+    is the kind of market at ``address``: mpmarket's, or ``"classic"``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C
     lifeline = Lifeline(parent_pid)
@@ -62,12 +66,12 @@ def process_main(
 
     if len(members) == 1:
         role, spec = members[0]
-        _agent_main(role, spec, 0, address, authkey, send, start, stop, lifeline)
+        _agent_main(role, spec, 0, address, authkey, send, start, stop, lifeline, market)
         return
     threads = [
         threading.Thread(
             target=_agent_main,
-            args=(role, spec, slot, address, authkey, send, start, stop, lifeline),
+            args=(role, spec, slot, address, authkey, send, start, stop, lifeline, market),
             name=spec.name,
         )
         for slot, (role, spec) in enumerate(members)
@@ -88,6 +92,7 @@ def _agent_main(
     start: Any,
     stop: Any,
     lifeline: Lifeline,
+    kind: str = "mpmarket",
 ) -> None:
     """One agent, from attaching to its last word on the pipe.
 
@@ -106,7 +111,11 @@ def _agent_main(
 
     stats = AgentStats()
     try:
-        market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role, name=spec.name)
+        market: MarketProxy | ClassicAgent
+        if kind == "classic":  # the course's design: its waits sleep here, client-side
+            market = attach_classic_agent(address, authkey, spec, timeout=ATTACH_TIMEOUT)
+        else:
+            market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role, name=spec.name)
         if role == "producer":
             try:
                 produce(market, spec, stop, ready, stats)  # type: ignore[arg-type]

@@ -93,8 +93,9 @@ Received = list[tuple[AgentState, AgentMessage]]
 class AgentFleet:
     """The agent processes of one run, with a pipe each and one start barrier."""
 
-    def __init__(self, ctx: BaseContext) -> None:
+    def __init__(self, ctx: BaseContext, *, market: str = "mpmarket") -> None:
         self.ctx = ctx
+        self.market = market  # which market the agents attach to (agent.process_main)
         self.agents: list[AgentState] = []
         self._by_channel: dict[connection.Connection, list[AgentState]] = {}  # a process's agents
         self._start = ctx.Event()
@@ -110,7 +111,9 @@ class AgentFleet:
     def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
         names = [spec.name for _, spec in members]
         name = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
-        reader, process = self._start_process(name, process_main, (members, address, authkey))
+        reader, process = self._start_process(
+            name, process_main, (members, address, authkey, self.market)
+        )
         self._track(reader, process, members)
 
     def spawn_process(

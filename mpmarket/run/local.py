@@ -63,6 +63,12 @@ from mpmarket.errors import (
     RunError,
     StallError,
 )
+from mpmarket.net.classic import (
+    ClassicManager,
+    ClassicProxy,
+    connect_classic_runner,
+    start_classic_server,
+)
 from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
 from mpmarket.net.oplog import LogSettings
 from mpmarket.net.server import MarketManager, new_authkey, start_server
@@ -77,7 +83,11 @@ from mpmarket.run.report import AgentDeath, RunObserver, RunReport, utc_now
 from mpmarket.run.timeline import SAMPLE_INTERVAL_S
 from mpmarket.run.watch import MarketWatch
 
-__all__ = ["LocalRun"]
+__all__ = ["MARKETS", "LocalRun"]
+
+# The markets a run can use: mpmarket's own, or the course's classic design
+# (``mpmarket.core.classic``) on a stock manager server, as a reference.
+MARKETS = ("mpmarket", "classic")
 
 
 class LocalRun:
@@ -89,6 +99,10 @@ class LocalRun:
     agents attach to that market, the runner first trying for
     ``connect_timeout`` seconds; ``close_market`` closes it once this run's
     consumers are done. See the module docstring.
+
+    ``market="classic"`` runs the workload on the course's design instead
+    (``mpmarket.net.classic``): a stock manager server, agents that sleep
+    their waits; not with ``connect``.
     """
 
     def __init__(
@@ -109,11 +123,17 @@ class LocalRun:
         kills: tuple[tuple[float, str], ...] = (),
         audit: bool = False,
         agents_per_process: int = 1,
+        market: str = "mpmarket",
     ) -> None:
         if connect is not None and authkey is None:
             raise ValueError("connect needs the market's authkey")
         if agents_per_process < 1:
             raise ValueError(f"agents_per_process must be at least 1, got {agents_per_process}")
+        if market not in MARKETS:
+            raise ValueError(f"market must be one of {', '.join(MARKETS)}, got {market!r}")
+        if market != "mpmarket" and connect is not None:
+            raise ValueError(f"the {market} market runs only with its own server, not connect")
+        self.market = market
         self.workload = workload
         self.observer = observer or RunObserver()
         self.ctx = process_context(start_method)
@@ -140,12 +160,14 @@ class LocalRun:
             "fail_fast": fail_fast,
             "agents_per_process": agents_per_process,
         }
+        if market != "mpmarket":  # the default's report stays as it was
+            self.report.settings["market"] = market
         self._watch = MarketWatch(
             workload, self.report, self.observer, stall_timeout=self.stall_timeout, audit=audit
         )
-        self._manager: MarketManager | None = None
-        self._market: MarketProxy | None = None
-        self._fleet = AgentFleet(self.ctx)
+        self._manager: MarketManager | ClassicManager | None = None
+        self._market: MarketProxy | ClassicProxy | None = None
+        self._fleet = AgentFleet(self.ctx, market=market)
 
     def run(self) -> RunReport:
         """Run to the end (or the first failure); KeyboardInterrupt is reported."""
@@ -207,7 +229,8 @@ class LocalRun:
             assert authkey is not None
         else:
             authkey = new_authkey()
-            self._manager = start_server(
+            start = start_classic_server if self.market == "classic" else start_server
+            self._manager = start(
                 self.workload.queue_size_per_producer,
                 authkey=authkey,
                 ctx=self.ctx,
@@ -215,6 +238,11 @@ class LocalRun:
             )
             address = self._manager.address
         try:
+            if self.market == "classic":  # --market classic: a stock proxy
+                self._market = connect_classic_runner(
+                    address, authkey, timeout=self.connect_timeout
+                )
+                return address, authkey
             self._market = connect(
                 address, authkey, timeout=self.connect_timeout, role="runner", name="mpmarket run"
             )

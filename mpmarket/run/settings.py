@@ -36,14 +36,16 @@ def check_run_options(
     authkey_file: Path | None = None,
     log_file: Path | None = None,
     queue_size: int | None = None,
+    market: str = "mpmarket",
 ) -> None:
     """Refuse the options of ``mpmarket run`` that do not go with ``connect``.
 
     Without ``connect`` (no ``--connect``), none of the options that pick this
     machine's part of a served market's run (--only, --agents, --shard,
     --close-market, --authkey-file). With it, none of those the server decides
-    (--log-file, --queue-size): they belong to ``mpmarket serve``. A value of
-    None (or a False flag) is an option not given.
+    (--log-file, --queue-size): they belong to ``mpmarket serve``, which
+    serves mpmarket's market only (not --market classic). A value of None (or
+    a False flag) is an option not given.
     """
     if connect is None:
         remote_only = {
@@ -57,6 +59,8 @@ def check_run_options(
         if given:
             raise RunOptionsError(f"{', '.join(given)} only go with --connect")
     else:
+        if market != "mpmarket":
+            raise RunOptionsError(f"--market {market} runs its own server: not with --connect")
         server_side = {"--log-file": log_file, "--queue-size": queue_size}
         given = [option for option, value in server_side.items() if value is not None]
         if given:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from mpmarket.core.stall import diagnose
 from mpmarket.core.workload import Op, Workload
 from mpmarket.errors import StallError
+from mpmarket.net.classic import ClassicProxy
 from mpmarket.net.client import MarketProxy
 from mpmarket.run.fleet import AgentState
 from mpmarket.run.report import RunObserver, RunReport
@@ -54,7 +55,7 @@ class MarketWatch:
 
     def sample(
         self,
-        market: MarketProxy,
+        market: MarketProxy | ClassicProxy,
         agents: Sequence[AgentState],
         elapsed: float,
         *,
@@ -93,7 +94,7 @@ class MarketWatch:
             raise StallError(self._explain_stall(market, agents, now - self._progress[1]))
 
     def _explain_stall(
-        self, market: MarketProxy, agents: Sequence[AgentState], stalled_s: float
+        self, market: MarketProxy | ClassicProxy, agents: Sequence[AgentState], stalled_s: float
     ) -> list[str]:
         waiting = market.waits()
         ids = [(a.ident, a) for a in agents if a.ident is not None]  # all, once started
