@@ -48,6 +48,7 @@ from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import MarketUnavailableError, MpmarketError, RunError
 from mpmarket.net.client import ATTACH_TIMEOUT, connect
 from mpmarket.net.server import MarketManager, new_authkey, start_server
+from mpmarket.proc.flag import ProcessFlag
 from mpmarket.proc.lifeline import (
     PARENT_CHECK_INTERVAL,
     STOP_GRACE,
@@ -115,7 +116,7 @@ class _Fleet:
 
     def __init__(self, ctx: BaseContext, on_stop: Callable[[], None] = lambda: None) -> None:
         self._ctx = ctx
-        self._go = ctx.Event()
+        self._go = ProcessFlag(ctx)  # a frozen or killed worker cannot hang set()
         self._on_stop = on_stop
         self.workers: list[_Worker] = []
 

@@ -35,6 +35,7 @@ from mpmarket.core.workload import ConsumerSpec, Workload
 from mpmarket.errors import MarketLostError, RunError
 from mpmarket.net.client import ATTACH_TIMEOUT
 from mpmarket.net.wire import Address
+from mpmarket.proc.flag import ProcessFlag
 from mpmarket.proc.forked import start_child
 from mpmarket.proc.lifeline import (
     STOP_GRACE,
@@ -90,8 +91,10 @@ class AgentFleet:
         self.ctx = ctx
         self.agents: list[AgentState] = []
         self._by_channel: dict[connection.Connection, list[AgentState]] = {}  # a process's agents
-        self._start = ctx.Event()
-        self._stop = ctx.Event()
+        # Not multiprocessing.Event: an agent frozen or killed while waiting on
+        # one would hang set() for ever (proc.flag).
+        self._start = ProcessFlag(ctx)
+        self._stop = ProcessFlag(ctx)
 
     def spawn(
         self, workload: Workload, agents_per_process: int, address: Address, authkey: bytes
