@@ -152,7 +152,7 @@ def test_a_place_nobody_comes_back_for_lapses_after_the_grace(
 
 
 def test_a_timed_out_try_is_not_counted_as_waiting_and_loses_nothing(line) -> None:
-    market, producer, cart_a, _cart_b = line
+    market, producer, _cart_a, _cart_b = line
     assert market.books().waiting_consumers == 0
     assert market.waits().consumers == ()
     assert market.publish(producer, LINDEN)  # kept for A: on sale, in its slot
