@@ -17,23 +17,17 @@ nothing at all when quiet::
 only inside ``update`` and ``stop``, so agent processes may be forked while
 it exists.
 
-A result line is one line wherever it goes. When stdout is the terminal the
-view is drawn on, result lines written to ``sys.stdout`` are shown above the
-view exactly as written (``_ResultLines``): rich's own stdout redirection
-would print them as text of the console's width, hard-wrapping a long
-Coffee line in two on an 80-column terminal and in a ``script`` log. The
-terminal folds a long line on screen; the line itself stays whole.
+A result line is one line wherever it goes: when stdout is the terminal the
+view is drawn on, result lines are shown above the view exactly as written
+(``view.results.ResultLines``), never hard-wrapped at the terminal's width.
 """
 
 from __future__ import annotations
 
-import io
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
@@ -44,6 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mpmarket.run.timeline import Sample, Timeline
+from mpmarket.view.results import ResultLines, stdout_shares_the_view
 
 __all__ = [
     "LIVE_RATE_WINDOW_S",
@@ -318,95 +313,6 @@ def format_progress_line(timeline: Timeline, elapsed_s: float) -> str:
 # -- the I/O ----------------------------------------------------------------------
 
 
-def _terminal_device(stream: object) -> tuple[int, int] | None:
-    """The terminal ``stream`` writes to (device, inode), or None: not a terminal."""
-    try:
-        fileno = stream.fileno()  # type: ignore[attr-defined]
-        if not os.isatty(fileno):
-            return None
-        status = os.fstat(fileno)
-    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
-        return None  # replaced, closed or never a real file
-    return (status.st_dev, status.st_ino)
-
-
-def _stdout_shares_the_view(console: Console) -> bool:
-    """Is ``sys.stdout`` the very terminal the view is drawn on?
-
-    Only then may result lines be moved above the view; stdout on another
-    terminal, a pipe or a file gets them untouched.
-    """
-    stdout = _terminal_device(sys.stdout)
-    return stdout is not None and stdout == _terminal_device(console.file)
-
-
-class _Verbatim:
-    """Text printed as it is: never wrapped, cropped, padded or restyled."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield Segment(self.text)
-
-
-class _ResultLines(io.TextIOBase):
-    """``sys.stdout`` while the view is drawn on the same terminal.
-
-    Each complete line written goes above the view, whole and unchanged
-    (``soft_wrap``: the terminal folds it on screen, the line stays one);
-    a line not finished yet waits for its newline. Everything else (fileno,
-    isatty, encoding) is the real stdout's.
-    """
-
-    def __init__(self, console: Console, stdout: TextIO) -> None:
-        super().__init__()
-        self._console = console
-        self.stdout = stdout
-        self._partial = ""
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.stdout, name)
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self.stdout.encoding
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return self.stdout.errors
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self.stdout.fileno()
-
-    def isatty(self) -> bool:
-        return self.stdout.isatty()
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        whole, newline, rest = (self._partial + text).rpartition("\n")
-        if newline:
-            self._partial = rest
-            self._console.print(_Verbatim(whole + newline), soft_wrap=True)
-        else:
-            self._partial = rest
-        return len(text)
-
-    def flush(self) -> None:
-        """Lines are shown as soon as they are whole: nothing to do."""
-
-    def release(self) -> None:
-        """The view is gone: an unfinished line goes to the real stdout."""
-        if self._partial:
-            self.stdout.write(self._partial)
-            self._partial = ""
-        self.stdout.flush()
-
-
 class LiveView:
     """Draws a run's ``Timeline`` on stderr as it grows; see the module docstring.
 
@@ -443,7 +349,7 @@ class LiveView:
         )
         self._clock = clock
         self._live: Live | None = None
-        self._results: _ResultLines | None = None  # sys.stdout while the view is drawn
+        self._results: ResultLines | None = None  # sys.stdout while the view is drawn
         self._started_at: float | None = None
         self._last_draw: float | None = None
         self._pending: tuple[Timeline, float] | None = None  # not drawn yet
@@ -468,8 +374,8 @@ class LiveView:
                 redirect_stderr=False,
             )
             self._live.start()
-            if _stdout_shares_the_view(self.console):
-                self._results = _ResultLines(self.console, sys.stdout)
+            if stdout_shares_the_view(self.console):
+                self._results = ResultLines(self.console, sys.stdout)
                 sys.stdout = self._results
 
     def update(self, timeline: Timeline, elapsed_s: float | None = None) -> None:
