@@ -120,7 +120,7 @@ def _execute(json_path: Path | None, call: Callable[[Callable[[str], None]], Any
     console = Console(stderr=True)
 
     def progress(message: str) -> None:
-        console.print(f"[dim]{message}[/]", highlight=False)
+        console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
 
     try:
         result = call(progress)
@@ -137,7 +137,9 @@ def _execute(json_path: Path | None, call: Callable[[Callable[[str], None]], Any
         json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     failures = result.failed_checks
     for failure in failures:
-        console.print(f"[bold red]mpmarket: check failed:[/] {failure}", highlight=False)
+        console.print(
+            f"[bold red]mpmarket: check failed:[/] {failure}", highlight=False, soft_wrap=True
+        )
     if failures:
         sys.exit(ExitCode.RUN_FAILED)
 

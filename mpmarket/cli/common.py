@@ -75,7 +75,9 @@ class PrintingObserver(RunObserver):
 
     def on_agent_died(self, death: AgentDeath) -> None:
         if self.print_deaths:
-            self.console.print(f"[bold red]mpmarket:[/] {death.describe()}", highlight=False)
+            self.console.print(
+                f"[bold red]mpmarket:[/] {death.describe()}", highlight=False, soft_wrap=True
+            )
 
     def close(self) -> None:
         self.view.stop()

@@ -26,10 +26,12 @@ __all__ = ["QUICK_CALL_S", "WAIT_PER_TRY", "AgentStats", "StopSignal", "consume"
 # The shortest per-try wait of a blocking call (the workload's retry and
 # republish times count when longer). The market wakes a waiter the moment it
 # can proceed, so the length of a try changes no result: it bounds how long a
-# stop goes unnoticed when nobody closes the market. Short tries cost places in
-# line: a try that times out rejoins the queue of waiters at its end. With
-# tries as long as the course's retry times (0.1-0.5 s), course case 07 took
-# 13.2 s against its simulated ideal of 11.6 s; with 2 s tries, 11.6 s. A
+# stop goes unnoticed when nobody closes the market. A try that times out keeps
+# its place in line for the retry (``market.LAPSE_GRACE_S``); before that, it
+# rejoined the queue of waiters at its end, and with tries as long as the
+# course's retry times (0.1-0.5 s) course case 07 took 13.2 s against its
+# simulated ideal of 11.6 s (with 2 s tries, 11.6 s but 12.0-13.5 s one run in
+# two: the waits longer than a try). Long tries still save round trips. A
 # workload's wait of 0 (the classic design then spins) is covered too.
 WAIT_PER_TRY = 2.0
 

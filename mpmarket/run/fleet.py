@@ -42,6 +42,7 @@ from mpmarket.core.workload import ConsumerSpec, Workload
 from mpmarket.errors import MarketLostError, RunError
 from mpmarket.net.client import ATTACH_TIMEOUT
 from mpmarket.net.wire import Address
+from mpmarket.proc.flag import ProcessFlag
 from mpmarket.proc.forked import start_child
 from mpmarket.proc.lifeline import (
     STOP_GRACE,
@@ -98,8 +99,10 @@ class AgentFleet:
         self.market = market  # which market the agents attach to (agent.process_main)
         self.agents: list[AgentState] = []
         self._by_channel: dict[connection.Connection, list[AgentState]] = {}  # a process's agents
-        self._start = ctx.Event()
-        self._stop = ctx.Event()
+        # Not multiprocessing.Event: an agent frozen or killed while waiting on
+        # one would hang set() for ever (proc.flag).
+        self._start = ProcessFlag(ctx)
+        self._stop = ProcessFlag(ctx)
 
     def spawn(
         self, workload: Workload, agents_per_process: int, address: Address, authkey: bytes

@@ -3,13 +3,16 @@
 Each look adds a sample to the run's timeline, audits the books (when asked)
 and checks for a stall: when no consumer makes progress for
 ``stall_timeout`` seconds, it raises StallError that explains who waits for
-what (``stall.diagnose``).
+what (``stall.diagnose``), and first names the agents that cannot move at
+all: a process stopped (SIGSTOP, a debugger) or no longer running.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+
+import psutil
 
 from mpmarket.core.stall import diagnose
 from mpmarket.core.workload import Op, Workload
@@ -20,7 +23,32 @@ from mpmarket.run.fleet import AgentState
 from mpmarket.run.report import RunObserver, RunReport
 from mpmarket.run.timeline import Sample, Timeline
 
-__all__ = ["MarketWatch"]
+__all__ = ["MarketWatch", "process_state"]
+
+# psutil's names of a process that is there but does nothing, and of one
+# that is not running any more (/proc/PID/stat states T, t, Z, X).
+_STOPPED = {
+    psutil.STATUS_STOPPED: "stopped (SIGSTOP or SIGTSTP); it does nothing until SIGCONT",
+    psutil.STATUS_TRACING_STOP: "stopped by a debugger or tracer",
+}
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+
+
+def process_state(pid: int | None) -> str | None:
+    """Why the process ``pid`` makes no progress, or None: it runs (or waits)."""
+    if pid is None:
+        return None
+    try:
+        status = psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
+        return "not running (its process is gone)"
+    except psutil.Error:  # not ours to look at: say nothing rather than guess
+        return None
+    if status in _STOPPED:
+        return _STOPPED[status]
+    if status in _GONE:
+        return f"not running (its process is a {status} that has not been reaped)"
+    return None
 
 
 class MarketWatch:
@@ -111,4 +139,19 @@ class MarketWatch:
             f"stalled: no consumer made progress for {stalled_s:.1f} s "
             f"(--stall-timeout {self.stall_timeout:g})"
         )
-        return [header, *report.explain()[1:]]
+        return [header, *self._stuck_agents(agents), *report.explain()[1:]]
+
+    def _stuck_agents(self, agents: Sequence[AgentState]) -> list[str]:
+        """A line per agent whose process is stopped or not running, in workload order."""
+        lines = []
+        dead = {death.name: death.how for death in self.report.deaths}
+        for agent in agents:
+            if agent.name in dead:
+                lines.append(f"{agent.role} {agent.name} is not running ({dead[agent.name]})")
+                continue
+            if agent.done:  # finished: nothing more was asked of it
+                continue
+            state = process_state(agent.process.pid)
+            if state is not None:
+                lines.append(f"{agent.role} {agent.name} (pid {agent.process.pid}) is {state}")
+        return lines

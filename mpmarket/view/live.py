@@ -16,6 +16,10 @@ nothing at all when quiet::
 ``LiveView`` never starts a thread (``Live(auto_refresh=False)``): it draws
 only inside ``update`` and ``stop``, so agent processes may be forked while
 it exists.
+
+A result line is one line wherever it goes: when stdout is the terminal the
+view is drawn on, result lines are shown above the view exactly as written
+(``view.results.ResultLines``), never hard-wrapped at the terminal's width.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mpmarket.run.timeline import Sample, Timeline
+from mpmarket.view.results import ResultLines, stdout_shares_the_view
 
 __all__ = [
     "LIVE_RATE_WINDOW_S",
@@ -308,13 +313,6 @@ def format_progress_line(timeline: Timeline, elapsed_s: float) -> str:
 # -- the I/O ----------------------------------------------------------------------
 
 
-def _stdout_is_terminal() -> bool:
-    try:
-        return sys.stdout is not None and sys.stdout.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stdout
-        return False
-
-
 class LiveView:
     """Draws a run's ``Timeline`` on stderr as it grows; see the module docstring.
 
@@ -324,8 +322,9 @@ class LiveView:
     calls: no thread is started.
 
     On a terminal the view stays at the bottom; result lines written to
-    ``sys.stdout`` while it runs are shown above it when stdout is the
-    terminal too, and go untouched to stdout when it is a pipe or a file.
+    ``sys.stdout`` while it runs are shown above it, whole, when stdout is
+    the same terminal, and go untouched to stdout when it is a pipe, a file
+    or another terminal.
 
     The default console is ``Console(stderr=True)``, which honours
     ``NO_COLOR`` (and ``FORCE_COLOR``, ``TERM=dumb``) from the environment.
@@ -350,6 +349,7 @@ class LiveView:
         )
         self._clock = clock
         self._live: Live | None = None
+        self._results: ResultLines | None = None  # sys.stdout while the view is drawn
         self._started_at: float | None = None
         self._last_draw: float | None = None
         self._pending: tuple[Timeline, float] | None = None  # not drawn yet
@@ -370,10 +370,13 @@ class LiveView:
                 console=self.console,
                 auto_refresh=False,  # no refresh thread: safe across fork
                 transient=self.transient,
-                redirect_stdout=_stdout_is_terminal(),
+                redirect_stdout=False,  # rich's redirection wraps lines: ours does not
                 redirect_stderr=False,
             )
             self._live.start()
+            if stdout_shares_the_view(self.console):
+                self._results = ResultLines(self.console, sys.stdout)
+                sys.stdout = self._results
 
     def update(self, timeline: Timeline, elapsed_s: float | None = None) -> None:
         """Show ``timeline`` if the last drawing is old enough; else keep it for later.
@@ -406,6 +409,11 @@ class LiveView:
             return
         if self._pending is not None and (self._live is None or not self.transient):
             self._draw(self._clock())
+        if self._results is not None:
+            if sys.stdout is self._results:
+                sys.stdout = self._results.stdout
+            self._results.release()
+            self._results = None
         if self._live is not None:
             self._live.stop()
             self._live = None

@@ -1,7 +1,10 @@
 """Turning a RunReport into things people read: rich tables and JSON.
 
 ``format_*`` functions build renderables or data and do no I/O; the CLI
-prints them.
+prints them. A row of a table is one line however narrow the console (a
+terminal, or ``COLUMNS`` for a log): a cell too wide is cut with an
+ellipsis, never folded onto a second line; every name and figure is whole
+in ``--json``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from mpmarket.core.simulate import Simulation
 from mpmarket.core.workload import purchase_line
@@ -53,8 +57,8 @@ def efficiency(report: RunReport, ideal_s: float | None) -> float | None:
 def format_summary(report: RunReport, ideal_s: float | None = None) -> Table:
     """One small table: what was bought, by whom, how long each phase took."""
     table = Table(title="mpmarket run", show_header=False, title_justify="left")
-    table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
     table.add_row("producers", str(report.producers))
     table.add_row("consumers", str(report.consumers))
     per_process = report.settings.get("agents_per_process", 1)
@@ -80,6 +84,11 @@ def format_summary(report: RunReport, ideal_s: float | None = None) -> Table:
     return table
 
 
+def _one_line(text: str, style: str = "") -> Text:
+    """A cell that is cut with an ellipsis, never folded; a name, never markup."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
 # Rows of the per-agent tables: enough to read, the rest is in --json.
 AGENT_ROWS = 20
 
@@ -95,19 +104,20 @@ def format_agents(report: RunReport) -> list[Table]:
         if not rows:
             continue
         table = Table(title=f"{role}s", title_justify="left")
-        table.add_column(role)
+        table.add_column(role)  # the column that gives way on a narrow console
         for key, _ in columns:
             label = {"waiting_s": "waiting", "blocked_s": "blocked on a full queue"}.get(key, key)
-            table.add_column(label, justify="right")
+            table.add_column(label, justify="right", no_wrap=True)
         for agent in rows[:AGENT_ROWS]:
             cells = [fmt.format(agent[key]) if key in agent else "-" for key, fmt in columns]
-            table.add_row(agent["name"], *cells)
+            table.add_row(_one_line(agent["name"]), *cells)
         if len(rows) > AGENT_ROWS:
             table.add_row(
-                f"... {len(rows) - AGENT_ROWS} more (all in --json)", *[""] * len(columns)
+                _one_line(f"... {len(rows) - AGENT_ROWS} more (all in --json)"),
+                *[""] * len(columns),
             )
         totals = [fmt.format(sum(a.get(key, 0) for a in rows)) for key, fmt in columns]
-        table.add_row("[bold]total[/]", *totals, end_section=True)
+        table.add_row(_one_line("total", "bold"), *totals, end_section=True)
         tables.append(table)
     return tables
 
