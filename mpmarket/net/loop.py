@@ -22,14 +22,12 @@ connection (bounded by a timeout) and then hands the socket over (``adopt``).
 The loop answers that connection's ``accept_connection`` itself, once the
 connection is registered: a client is told it is in only when it is.
 
-Reading is linear in a request's size, and bounded: a request's length
-header is read first; a request longer than ``max_request_size`` is refused
-before any of it is kept (its sender gets an ``InvalidArgumentError`` naming
-the limit, the rest of its request is read and dropped up to
-``DRAIN_MAX``, its connection is closed, and one line is logged); an
-allowed one that spans reads is collected in a buffer of its own, each read
-bounded to what remains of it, so that nothing is copied twice and every
-other client is served between two of its reads.
+Reading is linear in a request's size, and bounded (``mpmarket.net.framing``):
+a request longer than ``max_request_size`` is refused before any of it is
+kept (its sender gets an ``InvalidArgumentError`` naming the limit, the rest
+of its request is read and dropped up to ``DRAIN_MAX``, its connection is
+closed, and one line is logged); every other client is served between two
+reads of a long one.
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ import logging
 import pickle
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -52,7 +49,7 @@ from traceback import format_exc
 from typing import Any
 
 from mpmarket.core.market import AddWait, Marketplace, PublishWait
-from mpmarket.errors import InvalidArgumentError
+from mpmarket.net.framing import DRAIN_MAX, Framing, header, too_large
 from mpmarket.net.mp_private import take_handle
 from mpmarket.net.shortage import Shortages, resource_of
 from mpmarket.net.wire import DEFAULT_MAX_REQUEST_SIZE
@@ -64,19 +61,12 @@ Served = dict[str, tuple[Any, frozenset[str]]]
 
 _log = logging.getLogger(__name__)
 
-_SIZE = struct.Struct("!i")
-_LONG_SIZE = struct.Struct("!Q")
-_LONG = 0x7FFFFFFF  # longer messages: -1, then an 8-byte length (the stock framing)
 _RECV_BYTES = 256 * 1024
 _DUMPS = pickle.dumps
 _LOADS = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 # The answer to ``accept_connection``, as the stock server's ``conn.send`` makes it.
 _ACCEPTED = ("#RETURN", None)
-# The rest of a refused request is read and dropped up to this much (or the
-# limit, if larger), so that its sender, whose send completes, can read why;
-# past it the connection is closed at once.
-DRAIN_MAX = 64 << 20
 
 # A client that sends requests without reading the answers is no longer read
 # once this much waits for it (answers its socket did not take, or requests
@@ -121,10 +111,7 @@ class _Client:
     served: Served
     on_close: Callable[[], None]
     describe: Callable[[], str]  # who it is, for a log line
-    inbox: bytes = b""  # a length header not complete yet
-    partial: bytearray | None = None  # a request longer than one read, being collected
-    size: int = 0  # the length of ``partial`` once complete
-    discard: int = 0  # bytes of a refused request still to read and drop
+    framing: Framing  # its requests, cut from its reads
     outbox: bytearray = field(default_factory=bytearray)  # what the socket did not take
     parked: _Parked | None = None  # the call waiting in the market, if any
     backlog: deque[bytes | bytearray] = field(default_factory=deque)  # requests sent meanwhile
@@ -211,7 +198,8 @@ class ConnectionLoop:
                 # (answers to pipelined requests, a large answer's last piece)
                 # goes out now, not after the client's delayed ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._arrivals.append(_Client(sock, served, on_close, describe))
+            framing = Framing(self.max_request_size)
+            self._arrivals.append(_Client(sock, served, on_close, describe, framing))
         except BaseException:
             sock.close()
             raise
@@ -301,17 +289,12 @@ class ConnectionLoop:
         """Read what the socket has; serve every complete request in it, in order.
 
         Reads go into one buffer of the loop (a fresh 256 KiB object per read
-        would cost a memory mapping each time); only requests are copied out.
-        A request that spans reads is collected in ``client.partial``, each
-        read bounded to what remains of it: linear in its size.
+        would cost a memory mapping each time); ``Framing`` cuts them into
+        requests, linear in their size and bounded by ``max_request_size``.
         """
-        want = len(self._buffer)
-        if client.partial is not None:
-            want = min(want, client.size - len(client.partial))
-        elif client.discard:
-            want = min(want, client.discard)
+        framing = client.framing
         try:
-            received = client.sock.recv_into(self._buffer, want)
+            received = client.sock.recv_into(self._buffer, framing.want(len(self._buffer)))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -319,56 +302,22 @@ class ConnectionLoop:
         if not received:
             self._close(client)
             return
-        view = self._view[:received]
-        if client.discard:  # the rest of a refused request: drop it, then hang up
-            client.discard -= received
-            if not client.discard:
-                self._close(client)
-            return
-        partial = client.partial
-        if partial is not None:
-            partial += view
-            if len(partial) == client.size:
-                client.partial = None
-                self._take(client, partial)
-            if not client.closed and (client.outbox or client.backlog):
-                self._watch(client)
-            return
-        data: bytes | memoryview = client.inbox + view if client.inbox else view
-        end = len(data)
-        at = 0
-        while end - at >= 4:
-            (size,) = _SIZE.unpack_from(data, at)
-            start = at + 4
-            if size == -1:
-                if end - at < 12:
-                    break
-                (size,) = _LONG_SIZE.unpack_from(data, start)
-                start += 8
-            if size < 0 or size > self.max_request_size:
-                self._refuse(client, size, end - start)
-                return
-            if end - start < size:  # the rest comes in later reads
-                client.partial = bytearray(data[start:end])
-                client.size = size
-                at = end
-                break
-            at = start + size
-            self._take(client, bytes(data[start:at]))
-            if client.closed:
-                return
-        client.inbox = bytes(data[at:]) if at < end else b""
+        discarding = framing.discard
+        for message in framing.feed(self._view[:received]):
+            if client.parked is None:
+                self._serve(client, message)
+                if client.closed:
+                    return
+            else:  # clients ask one thing at a time; keep the rest in order
+                client.backlog.append(message)
+        if framing.refused is not None and not discarding:
+            self._refuse(client, framing.refused)
+        elif discarding and not framing.discard:  # the refused request is read: hang up
+            self._close(client)
         if client.outbox or client.backlog:
             self._watch(client)
 
-    def _take(self, client: _Client, message: bytes | bytearray) -> None:
-        """Serve a complete request now, or after the call its client has parked."""
-        if client.parked is None:
-            self._serve(client, message)
-        else:  # clients ask one thing at a time; keep the rest in order
-            client.backlog.append(message)
-
-    def _refuse(self, client: _Client, size: int, received: int) -> None:
+    def _refuse(self, client: _Client, size: int) -> None:
         """A request over the limit: an error to its sender alone, one line, hang up.
 
         Nothing of it is kept. Its sender is told why unless answers are
@@ -387,17 +336,10 @@ class ConnectionLoop:
         )
         answerable = client.parked is None and not client.backlog and not client.outbox
         if answerable and size >= 0:
-            error = InvalidArgumentError(
-                f"request of {size:,} bytes refused: the server takes at most {limit:,} "
-                "(mpmarket serve --max-request-size)"
-            )
-            self._answer(client, ("#ERROR", error))
-        rest = size - received
-        if client.closed or not answerable or rest <= 0 or rest > max(DRAIN_MAX, limit):
+            self._answer(client, ("#ERROR", too_large(size, limit)))
+        rest = client.framing.discard
+        if not client.closed and (not answerable or not rest or rest > max(DRAIN_MAX, limit)):
             self._close(client)
-            return
-        client.inbox = b""
-        client.discard = rest
 
     def _serve(self, client: _Client, message: bytes | bytearray) -> None:
         """Run one request; answer it now unless it parked in the market."""
@@ -476,11 +418,7 @@ class ConnectionLoop:
             payload = _DUMPS(answer, _PROTOCOL)
         except Exception:
             payload = _DUMPS(("#UNSERIALIZABLE", format_exc()), _PROTOCOL)
-        size = len(payload)
-        if size <= _LONG:
-            self._write(client, _SIZE.pack(size) + payload)
-        else:
-            self._write(client, _SIZE.pack(-1) + _LONG_SIZE.pack(size) + payload)
+        self._write(client, header(len(payload)) + payload)
 
     def _write(self, client: _Client, data: bytes) -> None:
         if client.outbox:  # still sending an earlier answer: keep the order

@@ -56,19 +56,18 @@ from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from mpmarket import __version__
 from mpmarket.core.market import Marketplace
 from mpmarket.net.client import open_connection
 from mpmarket.net.loop import ConnectionLoop, Served
 from mpmarket.net.mp_private import FastConnection, Manager, Server
 from mpmarket.net.oplog import LogSettings
+from mpmarket.net.session import Session, SessionOf
 from mpmarket.net.shortage import QUIET_S, Backoff, Shortages, resource_of
 from mpmarket.net.wire import (
     DEFAULT_MAX_REQUEST_SIZE,
     EXPOSED,
     HANDSHAKE_TIMEOUT,
     MARKET_IDENT,
-    PROTOCOL_VERSION,
     SESSION_EXPOSED,
     SESSION_IDENT,
     Address,
@@ -117,79 +116,6 @@ def _exit_when_orphaned(run_pid: int) -> None:
     while lifeline.alive():
         time.sleep(PARENT_CHECK_INTERVAL)
     os._exit(1)
-
-
-class _Session:
-    """The second well-known object: the hello of each connection, and who is here.
-
-    Each connection is known by a key the server gives it when it attaches.
-    ``_lock`` guards ``_peers`` and ``_clients``; it is never held together
-    with the market's lock.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._peers: dict[int, str] = {}
-        self._clients: dict[int, tuple[str, str, str, float]] = {}
-        self.refused = 0
-
-    def opened(self, client: int, peer: str) -> None:
-        with self._lock:
-            self._peers[client] = peer
-
-    def closed(self, client: int) -> None:
-        with self._lock:
-            self._peers.pop(client, None)
-            self._clients.pop(client, None)
-
-    def connections(self) -> int:
-        with self._lock:
-            return len(self._peers)
-
-    def hello(
-        self, client: int, version: object, protocol: object, role: object, name: object
-    ) -> tuple[str, int]:
-        """Record the client if its versions match ours; return ours either way."""
-        ours = (__version__, PROTOCOL_VERSION)
-        with self._lock:
-            if (version, protocol) != ours:
-                self.refused += 1
-                return ours
-            peer = self._peers.get(client, "?")
-            self._clients[client] = (str(name)[:100], str(role)[:20], peer, time.monotonic())
-        return ours
-
-    def describe(self, client: int) -> str:
-        """Who a connection is, for a log line: its hello's name and role, its address."""
-        with self._lock:
-            peer = self._peers.get(client, "?")
-            known = self._clients.get(client)
-        return f"{known[0]} ({known[1]}) at {peer}" if known else f"a client at {peer}"
-
-    def agents(self) -> tuple[AgentInfo, ...]:
-        """The clients attached now, in the order they attached."""
-        now = time.monotonic()
-        with self._lock:
-            clients = sorted(self._clients.values(), key=lambda client: client[3])
-        return tuple(
-            AgentInfo(name, role, peer, now - since) for name, role, peer, since in clients
-        )
-
-
-class _SessionOf:
-    """The session as one connection sees it: its hello is its own."""
-
-    def __init__(self, session: _Session, client: int) -> None:
-        self._session = session
-        self._client = client
-
-    def hello(
-        self, version: object, protocol: object, role: object, name: object
-    ) -> tuple[str, int]:
-        return self._session.hello(self._client, version, protocol, role, name)
-
-    def agents(self) -> tuple[AgentInfo, ...]:
-        return self._session.agents()
 
 
 def _peer_of(conn: connection.Connection) -> str:
@@ -252,7 +178,7 @@ class ManagerServer(Server):
         self.market = market
         self.max_request_size = max_request_size
         self.stop_event = threading.Event()  # serve_forever sets it again; harmless
-        self.session = _Session()
+        self.session = Session()
         self.shortages = Shortages()
         self.loop = ConnectionLoop(
             market, max_request_size=max_request_size, shortages=self.shortages
@@ -354,7 +280,7 @@ class ManagerServer(Server):
         self.session.opened(client, _peer_of(conn))
         served: Served = {
             MARKET_IDENT: (self.market, frozenset(EXPOSED)),
-            SESSION_IDENT: (_SessionOf(self.session, client), frozenset(SESSION_EXPOSED)),
+            SESSION_IDENT: (SessionOf(self.session, client), frozenset(SESSION_EXPOSED)),
         }
         try:
             self.loop.adopt(
