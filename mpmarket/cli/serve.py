@@ -20,7 +20,13 @@ from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import AuthkeyError
 from mpmarket.net.authkey import ENV_VAR, Authkey, load_authkey, require_explicit_key
 from mpmarket.net.server import CART_LEASE_S, ServedMarket
-from mpmarket.net.wire import Address, format_address, is_loopback
+from mpmarket.net.wire import (
+    DEFAULT_MAX_REQUEST_SIZE,
+    MIN_MAX_REQUEST_SIZE,
+    Address,
+    format_address,
+    is_loopback,
+)
 from mpmarket.view.status import format_serve_line, format_serve_summary, format_serve_view
 
 __all__ = ["serve"]
@@ -64,6 +70,15 @@ SERVE_LOG_INTERVAL_S = 10.0
     help="Give back the cart of a consumer that holds products and made no call this long "
     "(a vanished or frozen worker).",
 )
+@click.option(
+    "--max-request-size",
+    type=click.IntRange(min=MIN_MAX_REQUEST_SIZE),
+    default=DEFAULT_MAX_REQUEST_SIZE,
+    show_default=True,
+    metavar="BYTES",
+    help="Refuse a longer request: its client gets an error and is disconnected, "
+    "the others are served on.",
+)
 @quiet_option
 def serve(
     listen: Address,
@@ -74,6 +89,7 @@ def serve(
     log_max_bytes: int,
     log_backups: int,
     cart_lease: float,
+    max_request_size: int,
     quiet: bool,
 ) -> None:
     """Serve a market for workers of this and other machines, until Ctrl-C.
@@ -106,7 +122,13 @@ def serve(
     logger = log.open() if log is not None else None
     market = Marketplace(queue_size, logger=logger)
     try:
-        served = ServedMarket(market, listen, key.secret, cart_lease_s=cart_lease)
+        served = ServedMarket(
+            market,
+            listen,
+            key.secret,
+            cart_lease_s=cart_lease,
+            max_request_size=max_request_size,
+        )
     except OSError as error:
         reason = (error.strerror or str(error)).lower()
         fail(console, f"cannot listen on {format_address(listen)}: {reason}", ExitCode.RUN_FAILED)

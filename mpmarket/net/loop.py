@@ -19,6 +19,15 @@ The wire format is the manager's own: ``multiprocessing.connection`` framing
 Connections arrive authenticated: the handshake is blocking code of the
 standard library, so the server runs it on a short-lived thread per
 connection (bounded by a timeout) and then hands the socket over (``adopt``).
+The loop answers that connection's ``accept_connection`` itself, once the
+connection is registered: a client is told it is in only when it is.
+
+Reading is linear in a request's size, and bounded (``mpmarket.net.framing``):
+a request longer than ``max_request_size`` is refused before any of it is
+kept (its sender gets an ``InvalidArgumentError`` naming the limit, the rest
+of its request is read and dropped up to ``DRAIN_MAX``, its connection is
+closed, and one line is logged); every other client is served between two
+reads of a long one.
 """
 
 from __future__ import annotations
@@ -27,11 +36,9 @@ import contextlib
 import heapq
 import itertools
 import logging
-import os
 import pickle
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -42,6 +49,10 @@ from traceback import format_exc
 from typing import Any
 
 from mpmarket.core.market import AddWait, Marketplace, PublishWait
+from mpmarket.net.framing import DRAIN_MAX, Framing, header, too_large
+from mpmarket.net.mp_private import take_handle
+from mpmarket.net.shortage import Shortages, resource_of
+from mpmarket.net.wire import DEFAULT_MAX_REQUEST_SIZE
 
 __all__ = ["ConnectionLoop", "Served"]
 
@@ -50,13 +61,12 @@ Served = dict[str, tuple[Any, frozenset[str]]]
 
 _log = logging.getLogger(__name__)
 
-_SIZE = struct.Struct("!i")
-_LONG_SIZE = struct.Struct("!Q")
-_LONG = 0x7FFFFFFF  # longer messages: -1, then an 8-byte length (the stock framing)
 _RECV_BYTES = 256 * 1024
 _DUMPS = pickle.dumps
 _LOADS = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+# The answer to ``accept_connection``, as the stock server's ``conn.send`` makes it.
+_ACCEPTED = ("#RETURN", None)
 
 # A client that sends requests without reading the answers is no longer read
 # once this much waits for it (answers its socket did not take, or requests
@@ -100,10 +110,11 @@ class _Client:
     sock: socket.socket
     served: Served
     on_close: Callable[[], None]
-    inbox: bytes = b""  # the start of a message not complete yet
+    describe: Callable[[], str]  # who it is, for a log line
+    framing: Framing  # its requests, cut from its reads
     outbox: bytearray = field(default_factory=bytearray)  # what the socket did not take
     parked: _Parked | None = None  # the call waiting in the market, if any
-    backlog: deque[bytes] = field(default_factory=deque)  # requests sent meanwhile
+    backlog: deque[bytes | bytearray] = field(default_factory=deque)  # requests sent meanwhile
     events: int = selectors.EVENT_READ  # what the selector watches for (0: not registered)
     paused: bool = False  # not read until it catches up (OUTBOX_HIGH, BACKLOG_HIGH)
     closed: bool = False
@@ -137,8 +148,17 @@ class ConnectionLoop:
     loop's thread, which serves as long as its process lives.
     """
 
-    def __init__(self, market: Marketplace) -> None:
+    def __init__(
+        self,
+        market: Marketplace,
+        *,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        shortages: Shortages | None = None,
+    ) -> None:
         self.market = market
+        self.max_request_size = max_request_size
+        self.shortages = shortages if shortages is not None else Shortages()
+        self.refused_requests = 0  # requests over max_request_size
         self._selector = selectors.DefaultSelector()
         self._waker, self._kicker = socket.socketpair()
         self._waker.setblocking(False)
@@ -156,18 +176,33 @@ class ConnectionLoop:
     # -- any thread ------------------------------------------------------------
 
     def adopt(
-        self, conn: connection.Connection, served: Served, on_close: Callable[[], None]
+        self,
+        conn: connection.Connection,
+        served: Served,
+        on_close: Callable[[], None],
+        describe: Callable[[], str] = lambda: "a client",
     ) -> None:
-        """Serve an authenticated connection from now on; ``on_close`` runs when it ends."""
-        sock = socket.socket(fileno=os.dup(conn.fileno()))
-        conn.close()
-        sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):  # as asyncio does
-            # An answer written while an earlier one is unacknowledged (answers
-            # to pipelined requests, a large answer's last piece) goes out now,
-            # not after the client's delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._arrivals.append(_Client(sock, served, on_close))
+        """Serve an authenticated connection whose ``accept_connection`` waits for its answer.
+
+        The loop answers it once the connection is registered, or closes it
+        if it cannot be: either way ``on_close`` runs when it ends. Raises
+        (and ``conn`` still owns its descriptor) if the connection cannot
+        even be queued; it takes no new descriptor.
+        """
+        sock = socket.socket(fileno=conn.fileno())
+        take_handle(conn)  # the socket owns the descriptor now: no dup, no new one
+        try:
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):  # as asyncio does
+                # An answer written while an earlier one is unacknowledged
+                # (answers to pipelined requests, a large answer's last piece)
+                # goes out now, not after the client's delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            framing = Framing(self.max_request_size)
+            self._arrivals.append(_Client(sock, served, on_close, describe, framing))
+        except BaseException:
+            sock.close()
+            raise
         self._kick()
 
     def _kick(self) -> None:
@@ -184,30 +219,39 @@ class ConnectionLoop:
             while True:
                 for key, mask in select(self._timeout()):
                     client = key.data
-                    if client is None:
-                        self._take_arrivals()
+                    if client is None:  # a kick: arrivals, or parked calls woken elsewhere
+                        self._drain_waker()
                         continue
                     try:
                         if mask & selectors.EVENT_WRITE:
                             self._flush(client)
                         if mask & selectors.EVENT_READ and not client.closed:
                             self._read(client)
-                    except Exception:  # a bug must not take every client down
-                        _log.exception("serving a connection failed; closing it")
+                    except Exception as error:  # a bug must not take every client down
+                        self._failed(error, "serving a connection failed; closing it")
                         self._close(client)
                 try:
+                    if self._arrivals:
+                        self._take_arrivals()
                     if self._deadlines:
                         self._expire()
                     if self._woken:
                         self._answer_woken()
-                except Exception:  # the same: log it, keep serving the others
-                    _log.exception("answering a parked call failed")
+                except Exception as error:  # the same: log it, keep serving the others
+                    self._failed(error, "answering a parked call failed")
         finally:  # only an error of the loop itself gets here: hang up, never hang
             for client in list(self._clients):
                 self._close(client)
             self._selector.close()
             self._waker.close()
             self._kicker.close()
+
+    def _failed(self, error: Exception, what: str) -> None:
+        """One line per episode for a resource that ran out; a traceback for a bug."""
+        if resource_of(error) is not None:
+            self.shortages.hit(error, "closing the connections that needed it")
+        else:
+            _log.exception(what)
 
     def _timeout(self) -> float | None:
         if self._woken or self._arrivals:
@@ -219,26 +263,38 @@ class ConnectionLoop:
             return None
         return max(0.0, deadlines[0][0] - time.monotonic())
 
-    def _take_arrivals(self) -> None:
+    def _drain_waker(self) -> None:
         try:
             while self._waker.recv(4096):
                 pass
-        except BlockingIOError:
+        except OSError:  # drained (BlockingIOError), or nothing to drain
             pass
+
+    def _take_arrivals(self) -> None:
+        """Register new connections and answer their ``accept_connection``."""
         while self._arrivals:
             client = self._arrivals.popleft()
+            try:
+                self._selector.register(client.sock, selectors.EVENT_READ, client)
+            except (OSError, MemoryError, ValueError) as error:  # epoll out of kernel memory
+                client.events = 0
+                self.shortages.hit(error, "connections refused until it comes back")
+                self._close(client)  # refused before it was told it is in
+                continue
             self._clients.add(client)
-            self._selector.register(client.sock, selectors.EVENT_READ, client)
+            self._answer(client, _ACCEPTED)
+            self.shortages.ok()
 
     def _read(self, client: _Client) -> None:
         """Read what the socket has; serve every complete request in it, in order.
 
         Reads go into one buffer of the loop (a fresh 256 KiB object per read
-        would cost a memory mapping each time); only requests and the start of
-        an incomplete one are copied out.
+        would cost a memory mapping each time); ``Framing`` cuts them into
+        requests, linear in their size and bounded by ``max_request_size``.
         """
+        framing = client.framing
         try:
-            received = client.sock.recv_into(self._buffer)
+            received = client.sock.recv_into(self._buffer, framing.want(len(self._buffer)))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -246,35 +302,46 @@ class ConnectionLoop:
         if not received:
             self._close(client)
             return
-        if client.inbox:
-            data: bytes | memoryview = client.inbox + self._view[:received]
-        else:
-            data = self._view[:received]
-        end = len(data)
-        at = 0
-        while end - at >= 4:
-            (size,) = _SIZE.unpack_from(data, at)
-            start = at + 4
-            if size == -1:
-                if end - at < 12:
-                    break
-                (size,) = _LONG_SIZE.unpack_from(data, start)
-                start += 8
-            if end - start < size:
-                break
-            message = bytes(data[start : start + size])
-            at = start + size
+        discarding = framing.discard
+        for message in framing.feed(self._view[:received]):
             if client.parked is None:
                 self._serve(client, message)
                 if client.closed:
                     return
             else:  # clients ask one thing at a time; keep the rest in order
                 client.backlog.append(message)
-        client.inbox = bytes(data[at:]) if at < end else b""
+        if framing.refused is not None and not discarding:
+            self._refuse(client, framing.refused)
+        elif discarding and not framing.discard:  # the refused request is read: hang up
+            self._close(client)
         if client.outbox or client.backlog:
             self._watch(client)
 
-    def _serve(self, client: _Client, message: bytes) -> None:
+    def _refuse(self, client: _Client, size: int) -> None:
+        """A request over the limit: an error to its sender alone, one line, hang up.
+
+        Nothing of it is kept. Its sender is told why unless answers are
+        still due to it (an answer out of turn would be taken for another
+        call's); the rest of the request is read and dropped (up to
+        ``DRAIN_MAX``) so that its send completes and it can read the answer.
+        """
+        self.refused_requests += 1
+        limit = self.max_request_size
+        _log.warning(
+            "mpmarket: server refused a request of %s bytes from %s: over the limit of %s "
+            "bytes (--max-request-size); its connection is closed",
+            f"{size:,}",
+            client.describe(),
+            f"{limit:,}",
+        )
+        answerable = client.parked is None and not client.backlog and not client.outbox
+        if answerable and size >= 0:
+            self._answer(client, ("#ERROR", too_large(size, limit)))
+        rest = client.framing.discard
+        if not client.closed and (not answerable or not rest or rest > max(DRAIN_MAX, limit)):
+            self._close(client)
+
+    def _serve(self, client: _Client, message: bytes | bytearray) -> None:
         """Run one request; answer it now unless it parked in the market."""
         try:
             ident, method, args, kwds = _LOADS(message)
@@ -351,11 +418,7 @@ class ConnectionLoop:
             payload = _DUMPS(answer, _PROTOCOL)
         except Exception:
             payload = _DUMPS(("#UNSERIALIZABLE", format_exc()), _PROTOCOL)
-        size = len(payload)
-        if size <= _LONG:
-            self._write(client, _SIZE.pack(size) + payload)
-        else:
-            self._write(client, _SIZE.pack(-1) + _LONG_SIZE.pack(size) + payload)
+        self._write(client, header(len(payload)) + payload)
 
     def _write(self, client: _Client, data: bytes) -> None:
         if client.outbox:  # still sending an earlier answer: keep the order

@@ -11,6 +11,10 @@ where all of these are the same:
 - ``connection.Connection._check_closed``, ``_check_writable`` and
   ``_send_bytes``: ``FastConnection.send`` is the stock ``send`` with a plain
   pickler.
+- ``connection.Connection._handle``: the descriptor a Connection owns and
+  closes; ``take_handle`` empties it so that a socket object can own the
+  descriptor instead, without duplicating it (a ``dup`` needs a descriptor
+  more, which a server at its limit does not have).
 - ``managers.dispatch(conn, ident, method, args)``: one request and its answer;
   raises ``RemoteError``, or the exception the server sent back.
 - ``managers.Server``: the attributes its ``__init__`` sets, ``listener`` (a
@@ -37,7 +41,7 @@ from multiprocessing import connection, managers
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-__all__ = ["FastConnection", "Manager", "Proxy", "Server", "dispatch"]
+__all__ = ["FastConnection", "Manager", "Proxy", "Server", "dispatch", "take_handle"]
 
 _TCPAddress = tuple[str, int]
 
@@ -60,6 +64,13 @@ class FastConnection(connection.Connection):
         self._check_closed()
         self._check_writable()
         self._send_bytes(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+
+def take_handle(conn: connection.Connection) -> int:
+    """The descriptor of ``conn``, which no longer owns it (nor closes it)."""
+    fd = conn.fileno()
+    cast(Any, conn)._handle = None
+    return fd
 
 
 _dispatch: Callable[..., Any] = managers.dispatch  # type: ignore[attr-defined]

@@ -17,6 +17,11 @@ typed adapter ``mpmarket.net.mp_private``) with these added:
   each handshake on a short-lived thread bounded by a timeout, and clients
   (``mpmarket.net.client``) bound every step of theirs too, retrying until
   their attach deadline.
+- **Resources that run out.** Out of descriptors, threads or memory, the
+  server pauses accepting (``mpmarket.net.shortage``: no spinning, one line
+  when it starts and one when it is over), refuses a connection before it is
+  told it is in, and counts only the connections it serves. Requests are
+  bounded (``max_request_size``), the handshake's too.
 - **A hello on attach.** Each connection, right after the handshake, calls
   ``hello`` on a second well-known object (``"session"``) with its mpmarket
   and protocol versions, its role and its name. A worker of another version
@@ -37,10 +42,13 @@ a file or the environment, never a constant, never logged.
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import os
+import pickle
 import secrets
+import select
 import socket
 import threading
 import time
@@ -48,17 +56,18 @@ from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from mpmarket import __version__
 from mpmarket.core.market import Marketplace
 from mpmarket.net.client import open_connection
 from mpmarket.net.loop import ConnectionLoop, Served
 from mpmarket.net.mp_private import FastConnection, Manager, Server
 from mpmarket.net.oplog import LogSettings
+from mpmarket.net.session import Session, SessionOf
+from mpmarket.net.shortage import QUIET_S, Backoff, Shortages, resource_of
 from mpmarket.net.wire import (
+    DEFAULT_MAX_REQUEST_SIZE,
     EXPOSED,
     HANDSHAKE_TIMEOUT,
     MARKET_IDENT,
-    PROTOCOL_VERSION,
     SESSION_EXPOSED,
     SESSION_IDENT,
     Address,
@@ -109,72 +118,6 @@ def _exit_when_orphaned(run_pid: int) -> None:
     os._exit(1)
 
 
-class _Session:
-    """The second well-known object: the hello of each connection, and who is here.
-
-    Each connection is known by a key the server gives it when it attaches.
-    ``_lock`` guards ``_peers`` and ``_clients``; it is never held together
-    with the market's lock.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._peers: dict[int, str] = {}
-        self._clients: dict[int, tuple[str, str, str, float]] = {}
-        self.refused = 0
-
-    def opened(self, client: int, peer: str) -> None:
-        with self._lock:
-            self._peers[client] = peer
-
-    def closed(self, client: int) -> None:
-        with self._lock:
-            self._peers.pop(client, None)
-            self._clients.pop(client, None)
-
-    def connections(self) -> int:
-        with self._lock:
-            return len(self._peers)
-
-    def hello(
-        self, client: int, version: object, protocol: object, role: object, name: object
-    ) -> tuple[str, int]:
-        """Record the client if its versions match ours; return ours either way."""
-        ours = (__version__, PROTOCOL_VERSION)
-        with self._lock:
-            if (version, protocol) != ours:
-                self.refused += 1
-                return ours
-            peer = self._peers.get(client, "?")
-            self._clients[client] = (str(name)[:100], str(role)[:20], peer, time.monotonic())
-        return ours
-
-    def agents(self) -> tuple[AgentInfo, ...]:
-        """The clients attached now, in the order they attached."""
-        now = time.monotonic()
-        with self._lock:
-            clients = sorted(self._clients.values(), key=lambda client: client[3])
-        return tuple(
-            AgentInfo(name, role, peer, now - since) for name, role, peer, since in clients
-        )
-
-
-class _SessionOf:
-    """The session as one connection sees it: its hello is its own."""
-
-    def __init__(self, session: _Session, client: int) -> None:
-        self._session = session
-        self._client = client
-
-    def hello(
-        self, version: object, protocol: object, role: object, name: object
-    ) -> tuple[str, int]:
-        return self._session.hello(self._client, version, protocol, role, name)
-
-    def agents(self) -> tuple[AgentInfo, ...]:
-        return self._session.agents()
-
-
 def _peer_of(conn: connection.Connection) -> str:
     sock = socket.socket(fileno=conn.fileno())
     try:
@@ -185,17 +128,30 @@ def _peer_of(conn: connection.Connection) -> str:
         sock.detach()
 
 
+# Errors of accept() that mean the listening socket is gone: stop accepting.
+_LISTENER_GONE = (errno.EBADF, errno.EINVAL, errno.ENOTSOCK)
+# Other failed accepts in a row (a connection reset before it was accepted,
+# a network error passed on) before the accepting thread pauses anyway.
+_ACCEPT_FAILURES_BEFORE_PAUSE = 16
+
+
 class ManagerServer(Server):
     """The manager server with a deep backlog, the market installed, one serving thread.
 
     The accepting thread hands each new connection to a short-lived thread
     for the authentication handshake (blocking code of the standard library,
     bounded here by ``HANDSHAKE_TIMEOUT``); an authenticated
-    ``accept_connection`` is then served by the ``ConnectionLoop``, on one
-    thread for all connections (see ``mpmarket.net.loop``). Only
-    ``accept_connection`` (and, for a local run's server, ``shutdown``) may
-    start a connection; no fallback methods (``#GETVALUE`` would try to pickle
-    the market itself).
+    ``accept_connection`` is then answered and served by the
+    ``ConnectionLoop``, on one thread for all connections (see
+    ``mpmarket.net.loop``). Only ``accept_connection`` (and, for a local
+    run's server, ``shutdown``) may start a connection; no fallback methods
+    (``#GETVALUE`` would try to pickle the market itself).
+
+    Out of descriptors (accept fails), threads (a handshake thread cannot
+    start) or memory, the accepting thread pauses (``Backoff``) and retries:
+    pending connections wait in the listen backlog, a connection it cannot
+    serve is closed before anything tells it it is in, and ``shortages``
+    logs one line per episode.
     """
 
     def __init__(
@@ -207,6 +163,7 @@ class ManagerServer(Server):
         *,
         market: Marketplace | None = None,
         remote_shutdown: bool = True,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
     ) -> None:
         super().__init__(registry, address, authkey, serializer)
         # The stock Listener takes no backlog argument past its own: listen() again.
@@ -219,53 +176,122 @@ class ManagerServer(Server):
         if market is None:
             raise RuntimeError("the market server started without a market")
         self.market = market
+        self.max_request_size = max_request_size
         self.stop_event = threading.Event()  # serve_forever sets it again; harmless
-        self.session = _Session()
-        self.loop = ConnectionLoop(market)
+        self.session = Session()
+        self.shortages = Shortages()
+        self.loop = ConnectionLoop(
+            market, max_request_size=max_request_size, shortages=self.shortages
+        )
         self._client_keys = itertools.count(1)
 
     def accepter(self) -> None:
-        """Start the serving loop, then accept connections until the process ends."""
-        threading.Thread(target=self.loop.run, name="market-loop", daemon=True).start()
+        """Start the serving loop, then accept connections until the listener is gone."""
+        backoff = Backoff()
+        while not self._start(self.loop.run, "market-loop"):
+            backoff.pause()
+        backoff.reset()
+        failures = 0
+        listening = self.listening_socket()
         while True:
+            if self.shortages.active() and not self._ready(listening):
+                continue  # idle meanwhile: checked whether the resource came back
             try:
                 conn = self.listener.accept()
-            except OSError:
+            except (OSError, MemoryError) as error:
+                if isinstance(error, OSError) and error.errno in _LISTENER_GONE:
+                    return  # closed under us: never spin on it
+                failures += 1
+                if resource_of(error) is not None:
+                    self.shortages.hit(error, "accepting paused until it comes back")
+                    backoff.pause()
+                elif failures >= _ACCEPT_FAILURES_BEFORE_PAUSE:
+                    backoff.pause()
                 continue
-            threading.Thread(target=self._handshake, args=(conn,), daemon=True).start()
+            failures = 0
+            if not self._start(self._handshake, "handshake", conn):
+                conn.close()  # refused before the handshake: its client tries again
+                backoff.pause()
+                continue
+            backoff.reset()
+            self.shortages.ok()
+
+    def _ready(self, listening: socket.socket) -> bool:
+        """While short of something: wait for a connection; if none comes, check.
+
+        An episode ends when the resource served again with no failure for
+        ``QUIET_S``; on an idle server nothing would serve, so this tries it
+        (a descriptor duplicated, a thread started) and ends the episode if
+        it works.
+        """
+        try:
+            if select.select([listening], [], [], QUIET_S)[0]:
+                return True
+        except (OSError, ValueError):  # the listener is gone: accept() says so
+            return True
+        for resource in self.shortages.active():
+            try:
+                if resource == "file descriptors":
+                    os.close(os.dup(listening.fileno()))
+                elif resource == "threads":
+                    threading.Thread(target=int, name="probe", daemon=True).start()
+            except (OSError, RuntimeError, MemoryError) as error:
+                self.shortages.hit(error, "still")
+                continue
+            self.shortages.ok(resource)
+        return False
+
+    def _start(self, target: Any, name: str, *args: Any) -> bool:
+        """Start a daemon thread; False (and a line per episode) if none can start."""
+        try:
+            threading.Thread(target=target, args=args, name=name, daemon=True).start()
+        except (RuntimeError, MemoryError) as error:
+            self.shortages.hit(error, "new connections refused until it comes back")
+            return False
+        return True
 
     def _handshake(self, conn: connection.Connection) -> None:
-        """Authenticate a new connection and hand it to the loop, or close it."""
-        adopted = False
+        """Authenticate a new connection and hand it to the loop, or close it.
+
+        Every read is bounded before anything is allocated: the standard
+        library's challenge reads take at most 256 bytes, and the request
+        that follows (``accept_connection``) at most ``max_request_size``.
+        """
         try:
             conn.__class__ = FastConnection  # accepted as a stock Connection
             set_receive_timeout(conn.fileno(), HANDSHAKE_TIMEOUT)
             connection.deliver_challenge(conn, self.authkey)
             connection.answer_challenge(conn, self.authkey)
-            method = conn.recv()[1]
+            method = pickle.loads(conn.recv_bytes(self.max_request_size))[1]
             if method not in self.public:
                 conn.send(("#TRACEBACK", f"{method!r} unrecognized"))
             elif method == "shutdown":
                 self.shutdown(conn)
             else:
-                conn.send(("#RETURN", None))
                 set_receive_timeout(conn.fileno(), 0)
-                self._adopt(conn)
-                adopted = True
-        except Exception:  # a failed or timed-out handshake: just drop it
-            pass
+                self._adopt(conn)  # the loop owns its descriptor now
+        except Exception as error:  # a failed or timed-out handshake: just drop it
+            self.shortages.hit(error, "connections refused until it comes back")
         finally:
-            if not adopted:
-                conn.close()
+            conn.close()  # nothing left to close once adopted
 
     def _adopt(self, conn: connection.Connection) -> None:
         client = next(self._client_keys)
         self.session.opened(client, _peer_of(conn))
         served: Served = {
             MARKET_IDENT: (self.market, frozenset(EXPOSED)),
-            SESSION_IDENT: (_SessionOf(self.session, client), frozenset(SESSION_EXPOSED)),
+            SESSION_IDENT: (SessionOf(self.session, client), frozenset(SESSION_EXPOSED)),
         }
-        self.loop.adopt(conn, served, functools.partial(self.session.closed, client))
+        try:
+            self.loop.adopt(
+                conn,
+                served,
+                functools.partial(self.session.closed, client),
+                functools.partial(self.session.describe, client),
+            )
+        except BaseException:
+            self.session.closed(client)  # never counted as attached
+            raise
 
 
 # How long a stopping ``mpmarket serve`` waits for attached clients to see the
@@ -288,9 +314,9 @@ class ServedMarket:
 
     The accepting and serving threads are daemons: ``stop()``
     closes the market, lets attached clients see it and leave, and the process
-    then exits with them. The stock listener cannot be closed under its
-    accepting thread (it would spin on the closed socket), so a ServedMarket
-    lives as long as its process. A third daemon enforces the carts' lease
+    then exits with them: a ServedMarket lives as long as its process.
+    ``max_request_size`` bounds each request (``mpmarket serve
+    --max-request-size``). A third daemon enforces the carts' lease
     (``CART_LEASE_S``); ``released`` lists the carts it gave back.
     """
 
@@ -301,6 +327,7 @@ class ServedMarket:
         authkey: bytes,
         *,
         cart_lease_s: float = CART_LEASE_S,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
     ) -> None:
         self.market = market
         self.cart_lease_s = cart_lease_s
@@ -309,7 +336,13 @@ class ServedMarket:
             target=self._keep_leases, name="cart-lease", daemon=True
         )
         self._server = ManagerServer(
-            {}, address, authkey, "pickle", market=market, remote_shutdown=False
+            {},
+            address,
+            authkey,
+            "pickle",
+            market=market,
+            remote_shutdown=False,
+            max_request_size=max_request_size,
         )
         self.address: Address = self._server.address
         self._accepter = threading.Thread(
@@ -330,6 +363,11 @@ class ServedMarket:
 
     def connections(self) -> int:
         return self._server.session.connections()
+
+    @property
+    def shortages(self) -> Shortages:
+        """The resources the server ran out of: episodes now, failures met so far."""
+        return self._server.shortages
 
     @property
     def refused(self) -> int:

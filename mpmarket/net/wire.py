@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from mpmarket.core.books import MARKET_OPERATIONS
 
 __all__ = [
+    "DEFAULT_MAX_REQUEST_SIZE",
     "DEFAULT_PORT",
     "EXPOSED",
     "HANDSHAKE_TIMEOUT",
     "MARKET_IDENT",
     "MARKET_TYPEID",
+    "MIN_MAX_REQUEST_SIZE",
     "PROTOCOL_VERSION",
     "SESSION_EXPOSED",
     "SESSION_IDENT",
@@ -54,6 +56,16 @@ PROTOCOL_VERSION = 1
 # quickly from a dropped connection, long enough for a loaded 2-core machine.
 # The server bounds its side of the handshake by the same.
 HANDSHAKE_TIMEOUT = 5.0
+
+# The largest request a server reads (``mpmarket serve --max-request-size``):
+# its length header is read first, and a longer request is refused before
+# any of it is kept. The protocol's requests are ids, a timeout and at most
+# one product: a few hundred bytes, a few kilobytes with long names; 1 MiB
+# leaves room for any workload a person writes and bounds what one
+# connection can make the server hold. A limit below the minimum would
+# refuse the handshake's own requests.
+DEFAULT_MAX_REQUEST_SIZE = 1 << 20
+MIN_MAX_REQUEST_SIZE = 4096
 
 # The market's methods a client may call: the market's operations, listed once.
 EXPOSED = MARKET_OPERATIONS

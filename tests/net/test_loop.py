@@ -30,13 +30,15 @@ from mpmarket.products import Product, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")
 CALL_S = 10.0  # a generous bound on any single answer in these tests
+BIG_LIMIT = 16 << 20
 
 
 @pytest.fixture
 def served():
     market = Marketplace(3)
     authkey = new_authkey()
-    serving = ServedMarket(market, ("127.0.0.1", 0), authkey)
+    # Requests of a few MB (to outgrow socket buffers) over the default limit.
+    serving = ServedMarket(market, ("127.0.0.1", 0), authkey, max_request_size=BIG_LIMIT)
     serving.start()
     try:
         yield serving, authkey
