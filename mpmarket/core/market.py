@@ -25,17 +25,17 @@ thread got there first.
 
 A waiter's place survives its tries. An add that times out short of what
 it asked for does not leave the line: it stays there, *lapsed*, for
-``LAPSE_GRACE_S``, holding its place but taking nothing: a unit published
-meanwhile goes to the first add in line that is waiting now (or on sale,
-for anyone), never kept aside, so a unit on sale is always anybody's. When
-the same cart asks again for the same product within the grace (the retry
-of a consumer loop, a round trip later), the new call takes the lapsed
-one's place. When the cart does anything else, or the grace passes, the
-place is given up. So a consumer that waits longer than one try is never
-overtaken by one that came after it. Before, each try that timed out
-rejoined the line at its end, and course case 07 took 12.0 to 13.5 s
-instead of 11.6 s about one run in four. A lapsed add is not counted as
-waiting (books, waits): its caller is between two calls.
+``LAPSE_GRACE_S``, and a unit that comes in its turn goes on sale reserved
+for it (on sale as any unit is until a consumer takes it; nobody else may
+take it). When the same cart asks again for the same product within the
+grace (the retry of a consumer loop, a round trip later), the new call takes
+the lapsed one's place and its reserved units. When the cart does anything
+else, or the grace passes, its reservations go to the next in line. So a
+consumer that waits longer than one try is never overtaken by one that came
+after it. Before, each try that timed out rejoined the line at its end, and
+course case 07 took 12.0 to 13.5 s instead of 11.6 s about one run in two.
+A lapsed add is not counted as waiting (books, waits): its caller is between
+two calls.
 
 Each waiting call is split in two, ``start_add`` / ``finish_add`` and
 ``start_publish`` / ``finish_publish``, around a ``wake`` callable that the
@@ -74,8 +74,8 @@ __all__ = ["LAPSE_GRACE_S", "AddWait", "Marketplace", "PublishWait"]
 # How long an add that timed out keeps its place in line for the retry of
 # the same cart (see "A waiter's place survives its tries" above). A retry
 # comes one round trip later, well under a millisecond; a second leaves room
-# for a loaded machine; a consumer that never comes back (stopped, dead)
-# keeps a place that takes nothing, and only until then.
+# for a loaded machine, and a consumer that never comes back (stopped, dead)
+# holds the units reserved for it no longer than this.
 LAPSE_GRACE_S = 1.0
 
 
@@ -116,8 +116,9 @@ class AddWait:
         self.revoked = False
         self.closed = False
         self.wake = wake
-        # Set when the call timed out short: its place in line is kept for the
-        # cart's retry until then (monotonic); it takes no unit meanwhile.
+        # Set when the call timed out short: its place is kept for the cart's
+        # retry until then (monotonic), and ``received`` counts the units
+        # reserved for it on sale.
         self.lapsed_until: float | None = None
 
 
@@ -208,8 +209,8 @@ class Marketplace:
         self._cart_busy: list[int] = []  # calls of each cart waiting in the market
         self._revoked: set[int] = set()  # carts released for good (owner gone)
         self._add_waiters: dict[Product, deque[AddWait]] = {}
-        # cart id -> product -> its add that timed out, keeping its place in line
-        self._lapsed: dict[int, dict[Product, AddWait]] = {}
+        self._lapsed: dict[tuple[int, Product], AddWait] = {}  # adds keeping their place
+        self._reserved: dict[Product, int] = {}  # units on sale kept for lapsed adds
         self._publish_waiters: dict[int, deque[PublishWait]] = {}
         self._published = 0
         self._ordered = 0
@@ -328,13 +329,18 @@ class Marketplace:
         with self._lock:
             self._check_open()
             cart = self._cart(cart_id)
-            lapsed = self._take_place(cart_id, product)  # a retry's place, if any
+            self._settle_lapsed(cart_id, but=product)  # the cart moved on from those
+            self._expire_lapsed(product)
+            lapsed = self._lapsed.pop((cart_id, product), None)
+            if lapsed is not None:  # a retry: its place and its reserved units
+                self._unreserve(lapsed)
             taken = self._take_from_sale(cart, product, quantity)
             if taken == quantity or timeout <= 0 or wake is None:
                 if lapsed is not None:
                     self._leave_line(lapsed)
+                    self._dispatch(product)  # reserved beyond what it asked: the next's
                 return self._logged("add", taken, cart_id, product, quantity, timeout)
-            if lapsed is not None:
+            if lapsed is not None and self._in_line(lapsed):
                 wait = lapsed  # its place in line, taken up again
                 wait.quantity, wait.taken, wait.needed = quantity, taken, quantity - taken
                 wait.received, wait.timeout, wait.wake = 0, timeout, wake
@@ -357,11 +363,13 @@ class Marketplace:
                 raise CartRevokedError(cart_id)
             got = wait.taken + wait.received
             logged = (wait.product, wait.quantity, wait.timeout)  # the wait may be taken up again
-            if wait.received < wait.needed:
-                # Timed out short, still in line: the place is kept for the cart's retry.
+            if wait.received < wait.needed and self._in_line(wait):
+                # Timed out short: the place is kept for the cart's retry.
+                wait.needed -= wait.received
+                wait.received = 0
                 wait.wake = _nothing
                 wait.lapsed_until = time.monotonic() + LAPSE_GRACE_S
-                self._lapsed.setdefault(cart_id, {})[wait.product] = wait
+                self._lapsed[(cart_id, wait.product)] = wait
         return self._logged("add", got, cart_id, *logged)
 
     def remove_from_cart(self, cart_id: int, product: Product) -> bool:
@@ -379,7 +387,7 @@ class Marketplace:
         with self._lock:
             self._check_open()
             cart = self._cart(cart_id)
-            self._give_up_places(cart_id)
+            self._settle_lapsed(cart_id)
             units = cart.get(product)
             removed = 0
             while units and removed < quantity:
@@ -394,7 +402,7 @@ class Marketplace:
         with self._lock:
             self._check_open()
             cart = self._cart(cart_id)
-            self._give_up_places(cart_id)
+            self._settle_lapsed(cart_id)
             products = [product for product, units in cart.items() for _ in units]
             for units in cart.values():
                 for producer_id in units:
@@ -428,6 +436,7 @@ class Marketplace:
                     publish_wait.wake()
             self._add_waiters.clear()
             self._lapsed.clear()
+            self._reserved.clear()
             self._publish_waiters.clear()
         if self._log:
             self._log.info("close()")
@@ -553,14 +562,18 @@ class Marketplace:
                     f"{in_carts} + ordered {self._ordered}"
                 )
             for product, waiters in self._add_waiters.items():
-                if self._on_sale.get(product) and any(w.lapsed_until is None for w in waiters):
+                free = len(self._on_sale.get(product, ())) - self._reserved.get(product, 0)
+                if free > 0 and any(w.lapsed_until is None for w in waiters):
                     problems.append(f"consumers wait for {product!r} while it is on sale")
-            for cart_id, places in self._lapsed.items():
-                for product, lapsed in places.items():
-                    if lapsed not in self._add_waiters.get(product, ()):
-                        problems.append(
-                            f"cart {cart_id} keeps a place for {product!r} off the line"
-                        )
+            reserved: dict[Product, int] = {}
+            for (_cart_id, product), lapsed in self._lapsed.items():
+                reserved[product] = reserved.get(product, 0) + lapsed.received
+            for product, count in self._reserved.items():
+                if count != reserved.get(product, 0) or count > len(self._on_sale.get(product, ())):
+                    problems.append(
+                        f"{count} units of {product!r} reserved, lapsed adds hold "
+                        f"{reserved.get(product, 0)}"
+                    )
             for cart_id in self._revoked:
                 if self._carts[cart_id]:
                     problems.append(f"revoked cart {cart_id} still holds units")
@@ -599,7 +612,9 @@ class Marketplace:
         if cart_id in self._revoked:
             return 0
         self._revoked.add(cart_id)
-        self._lapsed.pop(cart_id, None)  # its places leave the line below, with its waits
+        settled = [self._lapsed.pop(key) for key in list(self._lapsed) if key[0] == cart_id]
+        for lapsed in settled:
+            self._unreserve(lapsed)  # its place goes below, its units to the next in line
         for queue in self._add_waiters.values():
             for waiter in [w for w in queue if w.cart_id == cart_id]:
                 queue.remove(waiter)
@@ -612,16 +627,25 @@ class Marketplace:
                 self._put_on_sale(producer_id, product)
                 released += 1
         cart.clear()
+        for lapsed in settled:
+            self._dispatch(lapsed.product)
         return released
 
     def _put_on_sale(self, producer_id: int, product: Product) -> None:
         """A unit goes on sale, or straight into the cart of the first waiter."""
-        waiter = self._first_waiting(product)
-        if waiter is not None:
+        if self._lapsed:
+            self._expire_lapsed(product)
+        waiters = self._add_waiters.get(product)
+        if waiters and waiters[0].lapsed_until is not None:
+            # Its caller is between two tries: the unit waits on sale, for it.
+            self._reserve(waiters, producer_id, product)
+            return
+        if waiters:
+            waiter = waiters[0]
             waiter.cart.setdefault(product, []).append(producer_id)
             waiter.received += 1
             if waiter.received == waiter.needed:
-                self._leave_line(waiter)
+                waiters.popleft()
                 waiter.wake()
             return
         queue = self._on_sale.get(product)
@@ -634,70 +658,83 @@ class Marketplace:
         """Adds in line, but for lapsed ones (their callers are between two calls)."""
         return sum(w.lapsed_until is None for q in self._add_waiters.values() for w in q)
 
-    def _first_waiting(self, product: Product) -> AddWait | None:
-        """The first add in line for ``product`` that is waiting now, if any.
-
-        Lapsed adds keep their place but take nothing; those whose grace has
-        passed leave the line when they reach its head (no scan of the market).
-        """
-        waiters = self._add_waiters.get(product)
-        if not waiters:
-            return None
-        if waiters[0].lapsed_until is None:
-            return waiters[0]
-        now = time.monotonic()
-        while waiters and (until := waiters[0].lapsed_until) is not None and until <= now:
-            self._forget_place(waiters.popleft())
-        return next((w for w in waiters if w.lapsed_until is None), None)
+    def _in_line(self, wait: AddWait) -> bool:
+        queue = self._add_waiters.get(wait.product)
+        return queue is not None and wait in queue
 
     def _leave_line(self, wait: AddWait) -> None:
         queue = self._add_waiters.get(wait.product)
-        if queue:
-            if queue[0] is wait:
-                queue.popleft()
-            elif wait in queue:
-                queue.remove(wait)
+        if queue is not None and wait in queue:
+            queue.remove(wait)
 
-    def _forget_place(self, lapsed: AddWait) -> None:
-        """A lapsed add is out of the line: its cart no longer keeps that place."""
-        places = self._lapsed.get(lapsed.cart_id)
-        if places is not None and places.get(lapsed.product) is lapsed:
-            del places[lapsed.product]
-            if not places:
-                del self._lapsed[lapsed.cart_id]
+    def _reserve(self, waiters: deque[AddWait], producer_id: int, product: Product) -> None:
+        """A unit goes on sale kept for the lapsed add first in line."""
+        lapsed = waiters[0]
+        queue = self._on_sale.get(product)
+        if queue is None:
+            queue = self._on_sale[product] = deque()
+        queue.append(producer_id)
+        self._on_sale_per_producer[producer_id] += 1
+        self._reserved[product] = self._reserved.get(product, 0) + 1
+        lapsed.received += 1
+        if lapsed.received == lapsed.needed:
+            waiters.popleft()  # all it wants waits for it: its place is no longer needed
 
-    def _take_place(self, cart_id: int, product: Product) -> AddWait | None:
-        """The cart asks again: its place for ``product`` if it kept one in time.
+    def _unreserve(self, lapsed: AddWait) -> None:
+        """The units kept for a lapsed add are anybody's again (call ``_dispatch``)."""
+        if lapsed.received:
+            self._reserved[lapsed.product] -= lapsed.received
+            lapsed.received = 0
 
-        Every other place the cart kept is given up: it has moved on.
-        """
-        places = self._lapsed.pop(cart_id, None)
-        if not places:
-            return None
-        kept = places.pop(product, None)
-        for other in places.values():
-            self._leave_line(other)
-        if (
-            kept is not None
-            and kept.lapsed_until is not None
-            and kept.lapsed_until < time.monotonic()
-        ):
-            self._leave_line(kept)  # too late: it queues again at the end
-            return None
-        return kept
+    def _settle_lapsed(self, cart_id: int, but: Product | None = None) -> None:
+        """The cart moved on: its lapsed adds leave the line, their units go to the next."""
+        for key in [key for key in self._lapsed if key[0] == cart_id and key[1] != but]:
+            self._settle(self._lapsed.pop(key))
 
-    def _give_up_places(self, cart_id: int) -> None:
-        """The cart did something else than retry: the places it kept leave the line."""
-        for lapsed in self._lapsed.pop(cart_id, {}).values():
-            self._leave_line(lapsed)
+    def _expire_lapsed(self, product: Product) -> None:
+        """Lapsed adds of ``product`` whose grace has passed: nobody came back for them."""
+        now = time.monotonic()
+        for key, lapsed in list(self._lapsed.items()):
+            if key[1] == product and lapsed.lapsed_until is not None and lapsed.lapsed_until < now:
+                del self._lapsed[key]
+                self._settle(lapsed)
+
+    def _settle(self, lapsed: AddWait) -> None:
+        self._leave_line(lapsed)
+        self._unreserve(lapsed)
+        self._dispatch(lapsed.product)
+
+    def _dispatch(self, product: Product) -> None:
+        """Units on sale and not reserved go to the line, in its order."""
+        waiters = self._add_waiters.get(product)
+        queue = self._on_sale.get(product)
+        while waiters and queue and len(queue) > self._reserved.get(product, 0):
+            if waiters[0].lapsed_until is not None:
+                self._reserved[product] = self._reserved.get(product, 0) + 1
+                waiters[0].received += 1
+                if waiters[0].received == waiters[0].needed:
+                    waiters.popleft()
+                continue
+            waiter = waiters[0]
+            producer_id = queue.popleft()
+            self._on_sale_per_producer[producer_id] -= 1
+            waiter.cart.setdefault(product, []).append(producer_id)
+            waiter.received += 1
+            if waiter.received == waiter.needed:
+                waiters.popleft()
+                waiter.wake()
+            self._slot_freed(producer_id)
 
     def _take_from_sale(
         self, cart: dict[Product, list[int]], product: Product, quantity: int
     ) -> int:
-        """Move up to ``quantity`` units on sale into ``cart``, oldest first."""
+        """Move up to ``quantity`` units on sale into ``cart``, oldest first.
+
+        Units reserved for lapsed adds are left: they are somebody else's.
+        """
         queue = self._on_sale.get(product)
         taken = 0
-        while queue and taken < quantity:
+        while queue and taken < quantity and len(queue) > self._reserved.get(product, 0):
             producer_id = queue.popleft()
             cart.setdefault(product, []).append(producer_id)
             self._on_sale_per_producer[producer_id] -= 1

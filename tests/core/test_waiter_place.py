@@ -1,9 +1,8 @@
 """A waiter's place in line survives its tries (issue 14, section 7).
 
-An add that times out short stays in line, lapsed, for LAPSE_GRACE_S: it
-takes nothing meanwhile (a unit goes to whoever waits now, or on sale for
-anyone), and the same cart's retry takes its place back, ahead of a
-consumer that came after it.
+An add that times out short stays in line, lapsed, for LAPSE_GRACE_S: a
+unit that comes in its turn is kept on sale for it, and the same cart's
+retry takes its place and the unit, ahead of a consumer that came after it.
 Deterministic: threads against a plain Marketplace, each step waited for.
 """
 
@@ -66,19 +65,20 @@ def line() -> tuple[Marketplace, int, int, int]:
     return market, producer, cart_a, cart_b
 
 
-def test_a_unit_published_between_two_tries_goes_to_the_one_waiting_now(line) -> None:
+def test_a_unit_published_between_two_tries_is_kept_for_the_first_waiter(line) -> None:
     market, producer, cart_a, cart_b = line
-    b = Call(market.add_many, cart_b, LINDEN, 2, BOUND_S)
+    b = Call(market.add_many, cart_b, LINDEN, 1, BOUND_S)
     wait_for_consumers(market, 1)  # B waits; A is between two tries
-    assert market.publish(producer, LINDEN)  # B's: nothing is kept aside for A
-    assert market.books().on_sale == 0
-    a = Call(market.add_many, cart_a, LINDEN, 1, BOUND_S)  # A's retry: back to its place
-    wait_for_consumers(market, 2)
     assert market.publish(producer, LINDEN)
-    assert a.value() == 1  # ahead of B, who came after it
+    audited(market)
+    assert not b.done  # B came after A: the unit is A's
+    assert market.books().on_sale == 1
+    assert market.add_many(cart_a, LINDEN, 1, BOUND_S) == 1  # A's retry takes it at once
     assert not b.done
     assert market.publish(producer, LINDEN)
-    assert b.value() == 2
+    assert b.value() == 1
+    assert market.place_order(cart_a) == [LINDEN]
+    assert market.place_order(cart_b) == [LINDEN]
     audited(market)
 
 
@@ -98,25 +98,27 @@ def test_the_retry_goes_back_to_its_place_ahead_of_later_waiters(line) -> None:
 
 def test_a_place_survives_many_tries(line) -> None:
     market, producer, cart_a, cart_b = line
-    b = Call(market.add_many, cart_b, LINDEN, 1, BOUND_S)
+    b = Call(market.add_many, cart_b, LINDEN, 2, BOUND_S)
     wait_for_consumers(market, 1)
     for _ in range(3):  # A tries again and again, each try too short
-        assert market.add_many(cart_a, LINDEN, 1, 0.01) == 0
-    a = Call(market.add_many, cart_a, LINDEN, 1, BOUND_S)
-    wait_for_consumers(market, 2)
+        assert market.add_many(cart_a, LINDEN, 2, 0.01) == 0
     assert market.publish(producer, LINDEN)
-    assert a.value() == 1
+    assert market.add_many(cart_a, LINDEN, 2, 0.01) == 1  # its one unit, kept for it
+    assert market.publish(producer, LINDEN)
+    assert market.add_many(cart_a, LINDEN, 1, BOUND_S) == 1
     assert not b.done
-    assert market.publish(producer, LINDEN)
-    assert b.value() == 1
+    assert market.publish(producer, LINDEN) and market.publish(producer, LINDEN)
+    assert b.value() == 2
     audited(market)
 
 
 @pytest.mark.parametrize("moves_on", ["place_order", "remove", "other add", "release"])
-def test_a_cart_that_moves_on_gives_up_its_place(line, moves_on: str) -> None:
+def test_a_cart_that_moves_on_gives_its_place_and_unit_to_the_next(line, moves_on: str) -> None:
     market, producer, cart_a, cart_b = line
     b = Call(market.add_many, cart_b, LINDEN, 1, BOUND_S)
     wait_for_consumers(market, 1)
+    assert market.publish(producer, LINDEN)
+    assert not b.done
     if moves_on == "place_order":
         assert market.place_order(cart_a) == []
     elif moves_on == "remove":
@@ -125,15 +127,8 @@ def test_a_cart_that_moves_on_gives_up_its_place(line, moves_on: str) -> None:
         assert market.add_many(cart_a, Tea("Sencha", 7, "Green"), 1) == 0
     else:
         assert market.release_cart(cart_a) == 0
-        cart_a = market.new_cart()
-    audited(market)
-    a = Call(market.add_many, cart_a, LINDEN, 1, BOUND_S)  # A comes back: behind B now
-    wait_for_consumers(market, 2)
-    assert market.publish(producer, LINDEN)
     assert b.value() == 1
-    assert not a.done
-    assert market.publish(producer, LINDEN)
-    assert a.value() == 1
+    assert market.books().on_sale == 0
     audited(market)
 
 
@@ -146,35 +141,23 @@ def test_a_place_nobody_comes_back_for_lapses_after_the_grace(
     assert market.add_many(cart_a, LINDEN, 1, 0.01) == 0  # lapsed at 1000.0
     b = Call(market.add_many, cart_b, LINDEN, 1, BOUND_S)
     wait_for_consumers(market, 1)
-    clock[0] += market_module.LAPSE_GRACE_S * 2  # A comes back too late
-    a = Call(market.add_many, cart_a, LINDEN, 1, BOUND_S)
-    wait_for_consumers(market, 2)
-    assert market.publish(producer, LINDEN)
-    assert b.value() == 1  # A queued again, at the end
-    assert market.publish(producer, LINDEN)
-    assert a.value() == 1
+    assert market.publish(producer, LINDEN)  # kept for A
+    assert not b.done
+    clock[0] += market_module.LAPSE_GRACE_S * 2  # A never came back
+    assert market.publish(producer, LINDEN)  # the next event lets A's place go
+    assert b.value() == 1
+    assert market.books().on_sale == 1  # the second unit: nobody waits for it
+    assert market.add_many(cart_a, LINDEN, 1) == 1  # A, late, queues like anyone
     audited(market)
 
 
-def test_a_timed_out_try_is_not_counted_as_waiting_and_keeps_nothing_aside(line) -> None:
-    market, producer, _cart_a, cart_b = line
+def test_a_timed_out_try_is_not_counted_as_waiting_and_loses_nothing(line) -> None:
+    market, producer, _cart_a, _cart_b = line
     assert market.books().waiting_consumers == 0
     assert market.waits().consumers == ()
-    assert market.publish(producer, LINDEN)  # nobody waits now: on sale, for anyone
+    assert market.publish(producer, LINDEN)  # kept for A: on sale, in its slot
     books = market.books()
     assert (books.on_sale, books.in_carts, books.on_sale_per_producer) == (1, 0, (1,))
     audited(market)
-    assert market.add_many(cart_b, LINDEN, 1) == 1  # a unit on sale is anybody's
-    audited(market)
-
-
-def test_a_kept_place_never_holds_up_a_waiter_behind_it(line) -> None:
-    """A place kept for a cart that does not come back takes nothing from the line."""
-    market, producer, _cart_a, cart_b = line
-    b = Call(market.add_many, cart_b, LINDEN, 3, BOUND_S)
-    wait_for_consumers(market, 1)
-    for _ in range(3):
-        assert market.publish(producer, LINDEN)
-    assert b.value() == 3
-    assert market.books().on_sale == 0
-    audited(market)
+    market.close()
+    assert market.books().on_sale == 1
