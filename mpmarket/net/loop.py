@@ -235,6 +235,7 @@ class ConnectionLoop:
                         self._take_arrivals()
                     if self._deadlines:
                         self._expire()
+                    self._let_lapses_go()
                     if self._woken:
                         self._answer_woken()
                 except Exception as error:  # the same: log it, keep serving the others
@@ -259,9 +260,22 @@ class ConnectionLoop:
         deadlines = self._deadlines
         while deadlines and deadlines[0][2].done:
             heapq.heappop(deadlines)
-        if not deadlines:
+        due = deadlines[0][0] if deadlines else None
+        lapse = self.market.next_lapse()
+        if lapse is not None and (due is None or lapse < due):
+            due = lapse
+        if due is None:
             return None
-        return max(0.0, deadlines[0][0] - time.monotonic())
+        return max(0.0, due - time.monotonic())
+
+    def _let_lapses_go(self) -> None:
+        """Places kept for adds whose carts did not come back in time go to the next.
+
+        Their wakes land in ``_woken``, answered next (``Marketplace.next_lapse``).
+        """
+        lapse = self.market.next_lapse()
+        if lapse is not None and lapse <= time.monotonic():
+            self.market.let_lapses_go()
 
     def _drain_waker(self) -> None:
         try:

@@ -161,3 +161,13 @@ def test_a_timed_out_try_is_not_counted_as_waiting_and_loses_nothing(line) -> No
     audited(market)
     market.close()
     assert market.books().on_sale == 1
+
+
+def test_a_kept_unit_reaches_the_next_waiter_when_nobody_comes_back(line) -> None:
+    """No further event needed: the blocked waiter itself lets the place go after the grace."""
+    market, producer, _cart_a, cart_b = line
+    assert market.publish(producer, LINDEN)  # kept for A, who never comes back
+    b = Call(market.add_many, cart_b, LINDEN, 1, BOUND_S)
+    assert b.value() == 1  # within the grace (LAPSE_GRACE_S), not at B's timeout
+    assert market.books().on_sale == 0
+    audited(market)
