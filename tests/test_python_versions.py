@@ -17,9 +17,11 @@ tests pin the behaviour that differs between them:
 
 from __future__ import annotations
 
+import configparser
 import hmac
 import multiprocessing
 import os
+import re
 import socket
 import struct
 import sys
@@ -27,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +204,25 @@ def test_the_client_attaches_to_a_server_on_python_3_11() -> None:
     assert isinstance(client_challenge, bytes)
     check_challenge_form(client_challenge)
     assert seen["verdict"] == WELCOME
+
+
+# -- what the package claims -------------------------------------------------------------
+
+
+def test_the_package_claims_the_python_it_runs_on() -> None:
+    """setup.cfg's classifiers and the README name the versions CI tests, this one too."""
+    root = Path(__file__).resolve().parents[1]
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    classifiers = config["metadata"]["classifiers"]
+    claimed = re.findall(r"Python :: (3\.\d+)$", classifiers, re.M)
+    assert config["options"]["python_requires"] == f">={claimed[0]}"
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert running in claimed, (
+        f"Python {running} is not in setup.cfg's classifiers: add it there and to the "
+        "README once the suite passes on it"
+    )
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    tested = re.search(r"CI tests CPython ([\d., and]+)\)", readme)
+    assert tested, "the README's line naming the versions CI tests"
+    assert re.findall(r"3\.\d+", tested.group(1)) == claimed
