@@ -1,9 +1,12 @@
-"""Make the pictures of the README and docs/usage.md: docs/report-example.png and docs/live-view.txt.
+"""Make the pictures of the README and docs/usage.md: docs/report-example.png,
+docs/report-phone.png, docs/report-desktop.png and docs/live-view.txt.
 
 A real run, in one process: the agent loops (``agents.produce`` and
 ``agents.consume``) in threads against a ``Marketplace``, its books sampled
 every 0.1 s into a ``Timeline``, as the runner samples a run's market. The
-HTML report of that run is rendered and screenshotted with headless Chromium;
+HTML report of that run is rendered and screenshotted with headless Chromium
+(its charts alone; the charts at a phone's width; the top of the page at a
+desktop's);
 the live view is captured part-way through the run at width 100.
 
     .venv/bin/python docs/make_examples.py [--keep-html PATH]
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import io
 import os
 import shutil
@@ -43,6 +47,10 @@ SAMPLE_EVERY_S = 0.1
 JOIN_S = 10.0
 CHROMIUM_TIMEOUT_S = 60.0
 HIDE_SUMMARY = ".cards, section.summary { display: none; }"
+# The page as a phone (390 CSS px: the charts) and a desktop (1280: the top of
+# the page, the summary and the first chart) show it: width, height.
+PHONE = (390, 1440)
+DESKTOP = (1280, 1180)
 
 
 def run_in_threads() -> tuple[dict, Timeline]:
@@ -117,6 +125,15 @@ def run_in_threads() -> tuple[dict, Timeline]:
     return report_to_json(report, 0, ideal), timeline
 
 
+def framed(page: str, width: int, height: int) -> str:
+    """``page`` in a frame ``width`` CSS px wide: headless Chromium draws no window under 500 px."""
+    return (
+        '<!DOCTYPE html><html><body style="margin: 0">'
+        f'<iframe style="display: block; border: 0; width: {width}px; height: {height}px" '
+        f'srcdoc="{html.escape(page, quote=True)}"></iframe></body></html>'
+    )
+
+
 def screenshot(html_path: Path, png_path: Path, width: int, height: int) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -182,8 +199,14 @@ def main() -> None:
         html_path = Path(tmp) / "report.html"
         html_path.write_text(charts_only, encoding="utf-8")
         screenshot(html_path, DOCS / "report-example.png", 1000, 1270)
+        for name, shown, (width, height) in (
+            ("phone", charts_only, PHONE),
+            ("desktop", page, DESKTOP),
+        ):
+            html_path.write_text(framed(shown, width, height), encoding="utf-8")
+            screenshot(html_path, DOCS / f"report-{name}.png", width, height)
     print(f"{len(timeline.samples)} samples, {report['products_bought']} bought")
-    print(f"wrote {DOCS / 'live-view.txt'} and {DOCS / 'report-example.png'}")
+    print(f"wrote {DOCS / 'live-view.txt'} and docs/report-{{example,phone,desktop}}.png")
 
 
 if __name__ == "__main__":

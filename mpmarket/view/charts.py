@@ -1,8 +1,12 @@
 """The charts of the ``--html`` page: a run's ``Timeline`` drawn as inline SVG.
 
-Each chart is a ``<section>`` with its title, a note, a legend and an
-``<svg>``: no script, nothing from elsewhere. Every text taken from the run is
-escaped (``escape``). Over the market time (from the start barrier):
+Each chart is a ``<section>`` with its title, a note, a legend and the chart
+drawn twice as ``<svg>``: wide for a desktop, narrow for a phone, the page's
+CSS showing one (an SVG scales as a whole, so a 960-unit wide chart on a
+340 px phone would have 4 px text). No script, nothing from elsewhere. Every
+text taken from the run is escaped (``escape``). The colours are Okabe and
+Ito's, made to stay apart for colour-blind readers. Over the market time
+(from the start barrier), each axis labelled with its unit:
 
 - products on sale per producer, against the cap (with many producers: the
   mean, the min-max band and the few busiest): ``on_sale_chart``;
@@ -25,6 +29,9 @@ from mpmarket.run.timeline import Timeline
 __all__ = [
     "CHART_RATE_WINDOW_S",
     "MAX_PRODUCER_LINES",
+    "NARROW",
+    "OKABE_ITO",
+    "WIDE",
     "escape",
     "on_sale_chart",
     "rate_chart",
@@ -42,21 +49,57 @@ TOP_PRODUCERS = 3
 # live view smooths more: view.live.LIVE_RATE_WINDOW_S.)
 CHART_RATE_WINDOW_S = 1.0
 
-# Geometry of a chart, in SVG user units (the page scales it to its width).
-WIDTH, HEIGHT = 960, 280
-LEFT, RIGHT, TOP, BOTTOM = 60, 20, 16, 44
 
-PALETTE = (
-    "#4e79a7",
-    "#f28e2b",
-    "#e15759",
-    "#59a14f",
-    "#b07aa1",
-    "#76b7b2",
-    "#edc948",
-    "#9c755f",
+@dataclass(frozen=True)
+class Geometry:
+    """One drawing of a chart, in SVG user units (the page scales it to its width)."""
+
+    name: str  # the svg's class beside "chart": the page's CSS shows one per width
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+    x_ticks: int  # about this many ticks on the time axis
+
+
+# Drawn at about its own size on a desktop (the page is up to 1040 px wide) and
+# on a 390 px phone (340 px left inside the page's padding).
+WIDE = Geometry("wide", 960, 280, 60, 20, 16, 44, x_ticks=8)
+NARROW = Geometry("narrow", 340, 260, 58, 16, 14, 44, x_ticks=4)
+
+# Okabe & Ito, "Color Universal Design" (2008): eight colours that stay
+# distinct under the common colour-vision deficiencies. The charts draw their
+# series in PALETTE's order (yellow last: it is faint on white).
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#e69f00",
+    "sky blue": "#56b4e9",
+    "bluish green": "#009e73",
+    "yellow": "#f0e442",
+    "blue": "#0072b2",
+    "vermillion": "#d55e00",
+    "reddish purple": "#cc79a7",
+}
+PALETTE = tuple(
+    OKABE_ITO[name]
+    for name in (
+        "blue",
+        "orange",
+        "bluish green",
+        "vermillion",
+        "reddish purple",
+        "sky blue",
+        "black",
+        "yellow",
+    )
 )
+# Reference lines (the cap, the average): grey and dashed, apart from the series.
 GREY = "#6b7280"
+
+# Every chart's time axis.
+X_LABEL = "time since the start barrier (s)"
 
 
 def escape(value: object) -> str:
@@ -80,7 +123,10 @@ def _ticks(maximum: float, target: int = 5, integer: bool = False) -> list[float
     return [round(i * step, 9) for i in range(count + 1)]
 
 
-def _tick_label(value: float) -> str:
+def _tick_label(value: float, thousands: bool = False) -> str:
+    """A tick's number; in thousands ("15k") on an axis that reaches 10,000."""
+    if thousands and value:
+        return _tick_label(value / 1000) + "k"
     return str(round(value)) if abs(value - round(value)) < 1e-9 else f"{value:g}"
 
 
@@ -123,61 +169,81 @@ def _chart(
     y_max: float = 0.0,
     integer: bool = True,
 ) -> str:
+    """The chart drawn for each width (WIDE, then NARROW), one <svg> each."""
+    return "\n".join(
+        _svg(g, chart_id, title, y_label, times, series, y_max=y_max, integer=integer)
+        for g in (WIDE, NARROW)
+    )
+
+
+def _svg(
+    g: Geometry,
+    chart_id: str,
+    title: str,
+    y_label: str,
+    times: Sequence[float],
+    series: Sequence[_Series],
+    *,
+    y_max: float,
+    integer: bool,
+) -> str:
     """One chart as an inline <svg>: grid, axes with ticks and labels, series."""
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    left, top = g.left, g.top
+    plot_w, plot_h = g.width - g.left - g.right, g.height - g.top - g.bottom
     # Time runs to the last sample exactly; values up to a round tick above the top.
     x_end = times[-1] if len(times) >= 2 and times[-1] > 0 else 1.0
-    x_ticks = [x for x in _ticks(x_end, target=8) if x <= x_end * (1 + 1e-9)]
+    x_ticks = [x for x in _ticks(x_end, target=g.x_ticks) if x <= x_end * (1 + 1e-9)]
     data_max = max((max(s.ys, default=0.0) for s in series), default=0.0)
     y_ticks = _ticks(max(y_max, data_max), target=5, integer=integer)
     y_end = y_ticks[-1]
 
     def sx(x: float) -> float:
-        return LEFT + x / x_end * plot_w
+        return left + x / x_end * plot_w
 
     def sy(y: float) -> float:
-        return TOP + plot_h - y / y_end * plot_h
+        return top + plot_h - y / y_end * plot_h
 
+    svg_id = escape(chart_id if g is WIDE else f"{chart_id}-{g.name}")
     out = [
-        f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'role="img" aria-labelledby="{escape(chart_id)}-title">',
-        f'<title id="{escape(chart_id)}-title">{escape(title)}</title>',
+        f'<svg class="chart {g.name}" id="{svg_id}" viewBox="0 0 {g.width} {g.height}" '
+        f'role="img" aria-labelledby="{svg_id}-title">',
+        f'<title id="{svg_id}-title">{escape(title)}</title>',
         '<g class="grid">',
     ]
     for y in y_ticks[1:]:
-        out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{sy(y):.1f}" y2="{sy(y):.1f}"/>')
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(y):.1f}" y2="{sy(y):.1f}"/>')
     for x in x_ticks[1:]:
-        out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{TOP}" y2="{TOP + plot_h}"/>')
+        out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{top + plot_h}"/>')
     out.append('</g><g class="axis">')
-    out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{TOP + plot_h}" y2="{TOP + plot_h}"/>')
-    out.append(f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}"/>')
+    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}"/>')
+    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}"/>')
     for x in x_ticks:
         px = sx(x)
         out.append(
-            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP + plot_h}" y2="{TOP + plot_h + 5}"/>'
+            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}"/>'
         )
         out.append(
-            f'<text x="{px:.1f}" y="{TOP + plot_h + 19}" text-anchor="middle">'
+            f'<text x="{px:.1f}" y="{top + plot_h + 19}" text-anchor="middle">'
             f"{escape(_tick_label(x))}</text>"
         )
+    thousands = y_end >= 10_000  # five digits would run into the axis label
     for y in y_ticks:
         py = sy(y)
-        out.append(f'<line x1="{LEFT - 5}" x2="{LEFT}" y1="{py:.1f}" y2="{py:.1f}"/>')
-        out.append(
-            f'<text x="{LEFT - 9}" y="{py + 4:.1f}" text-anchor="end">{escape(_tick_label(y))}</text>'
-        )
+        label = escape(_tick_label(y, thousands))
+        out.append(f'<line x1="{left - 5}" x2="{left}" y1="{py:.1f}" y2="{py:.1f}"/>')
+        out.append(f'<text x="{left - 9}" y="{py + 4:.1f}" text-anchor="end">{label}</text>')
     out.append(
-        f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">'
-        "time since the start barrier (s)</text>"
+        f'<text class="x-label" x="{left + plot_w / 2:.1f}" y="{g.height - 6}" '
+        f'text-anchor="middle">{X_LABEL}</text>'
     )
     out.append(
-        f'<text transform="translate(15 {TOP + plot_h / 2:.1f}) rotate(-90)" '
+        f'<text class="y-label" transform="translate(15 {top + plot_h / 2:.1f}) rotate(-90)" '
         f'text-anchor="middle">{escape(y_label)}</text>'
     )
     out.append("</g>")
     if len(times) < 2:
         out.append(
-            f'<text class="empty" x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h / 2:.1f}" '
+            f'<text class="empty" x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" '
             'text-anchor="middle">not enough samples to draw</text>'
         )
     else:
@@ -290,7 +356,7 @@ def rate_chart(timeline: Timeline, times: list[float], market_s: float | None) -
     orders = [s.orders for s in timeline.samples]
     products_rate = _trailing_rates(times, bought)
     series = [
-        _Series("products bought per second", PALETTE[3], products_rate, kind="area"),
+        _Series("products bought per second", PALETTE[0], products_rate, kind="area"),
         _Series("orders per second", PALETTE[1], _trailing_rates(times, orders), stroke=1.5),
     ]
     total_s = market_s if market_s else (times[-1] if times else 0.0)
@@ -307,7 +373,7 @@ def rate_chart(timeline: Timeline, times: list[float], market_s: float | None) -
         )
     title = "Products bought per second"
     note = f"Over a trailing window of {CHART_RATE_WINDOW_S:g} s."
-    svg = _chart("bought", title, "per second", times, series, integer=False)
+    svg = _chart("bought", title, "products or orders per s", times, series, integer=False)
     return _section("bought", title, note, svg, series)
 
 
@@ -315,18 +381,18 @@ def waiting_chart(timeline: Timeline, times: list[float]) -> str:
     series = [
         _Series(
             "consumers waiting for products",
-            PALETTE[1],
+            PALETTE[3],
             [s.waiting_consumers for s in timeline.samples],
             kind="area",
         ),
         _Series(
             "producers waiting on a full queue",
-            PALETTE[2],
+            PALETTE[0],
             [s.waiting_producers for s in timeline.samples],
             stroke=1.5,
         ),
     ]
     title = "Waiting consumers"
     note = "Calls blocked in the market when the sample was taken."
-    svg = _chart("waiting", title, "waiting", times, series)
+    svg = _chart("waiting", title, "agents waiting", times, series)
     return _section("waiting", title, note, svg, series)

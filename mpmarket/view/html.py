@@ -37,7 +37,7 @@ CSS = """
 * { box-sizing: border-box; }
 body { margin: 0; background: #f4f5f7; color: #1f2937;
   font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
-    sans-serif; }
+    sans-serif; overflow-wrap: break-word; }
 main { max-width: 1040px; margin: 0 auto; padding: 28px 24px 40px; }
 header h1 { margin: 0 0 2px; font-size: 24px; font-weight: 650; }
 header p { margin: 0; color: #4b5563; overflow-wrap: anywhere; }
@@ -61,27 +61,36 @@ section p.note { margin: 0 0 6px; color: #6b7280; font-size: 13px; }
   gap: 0 28px; align-items: start; }
 table { border-collapse: collapse; width: 100%; margin: 4px 0 10px;
   font-variant-numeric: tabular-nums; }
-th, td { padding: 4px 6px; border-bottom: 1px solid #f0f1f3; text-align: left; }
+th, td { padding: 4px 6px; border-bottom: 1px solid #f0f1f3; text-align: left;
+  overflow-wrap: anywhere; }
 td.num, th.num { text-align: right; }
 th { color: #6b7280; font-weight: 600; font-size: 13px; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; }
 ul.legend { list-style: none; margin: 4px 0 0; padding: 0; display: flex; flex-wrap: wrap;
   gap: 4px 18px; font-size: 13px; color: #374151; }
-ul.legend li { display: flex; align-items: center; gap: 6px; }
-.swatch { display: inline-block; width: 18px; height: 4px; border-radius: 2px; }
+ul.legend li { display: flex; align-items: center; gap: 6px; min-width: 0;
+  overflow-wrap: anywhere; }
+.swatch { display: inline-block; flex: none; width: 18px; height: 4px; border-radius: 2px; }
 .swatch.dashed { height: 0; border-top: 2px dashed; background: none !important; }
 .swatch.band { height: 10px; opacity: .35; }
 svg.chart { display: block; width: 100%; height: auto; margin: 4px 0; }
+svg.chart.narrow { display: none; }
 svg.chart text { font-size: 12px; fill: #4b5563; }
 svg.chart .grid line { stroke: #eceef1; }
 svg.chart .axis line { stroke: #9ca3af; }
 svg.chart .empty { font-size: 15px; fill: #9ca3af; }
-ul.failures { color: #991b1b; margin: 4px 0 8px; padding-left: 20px; }
+ul.failures { color: #991b1b; margin: 4px 0 8px; padding-left: 20px; overflow-wrap: anywhere; }
 section h3 { margin: 10px 0 2px; font-size: 15px; font-weight: 650; color: #991b1b; }
 pre.stall { background: #fef2f2; color: #7f1d1d; padding: 8px 10px; border-radius: 6px;
   white-space: pre-wrap; overflow-wrap: anywhere; font-size: 13px; }
 details summary { cursor: pointer; font-weight: 600; margin: 4px 0 8px; }
 footer { color: #9ca3af; font-size: 12px; text-align: center; margin-top: 24px; }
+@media (max-width: 600px) {
+  main { padding: 16px 12px 28px; }
+  section { padding: 12px 12px 8px; }
+  svg.chart.wide { display: none; }
+  svg.chart.narrow { display: block; }
+}
 """
 
 

@@ -239,7 +239,7 @@ def test_plain_progress_and_an_html_report_when_stderr_is_not_a_terminal(tmp_pat
     assert progress and f"bought {total}/{total} (100%)" in progress[-1]
     assert "\x1b[" not in result.stderr  # no terminal codes into a file or a pipe
     page = html_path.read_text()
-    assert page.count("<svg") == 3 and "<script" not in page and "http" not in page
+    assert page.count("<svg") == 6 and "<script" not in page and "http" not in page
 
 
 def test_the_operation_log_rotates_and_its_level_filters(tmp_path):
