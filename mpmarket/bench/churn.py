@@ -1,14 +1,19 @@
-"""``run_churn``: products bought per second under full load, against the floor.
+"""``run_churn``: products bought per second under full load, against the floor and the classic.
 
-Producers publish as fast as the market lets them, consumers run endless
-three-add sessions, for ``duration`` seconds per size: products bought/s,
-market calls/s, round trips per product, bought/s per floor call/s.
-``_churn_round`` is also the leak check of ``run_scale``.
+mpmarket's own churn: producers publish eight kinds as fast as the market
+lets them, consumers run endless three-add sessions, for ``duration``
+seconds per size: products bought/s, market calls/s, round trips per
+product, bought/s per floor call/s. ``_churn_round`` is also the leak check
+of ``run_scale``. In the same round, the course-API churn
+(``mpmarket.bench.apichurn``) on mpmarket and on the classic design as
+processes: ``bought_vs_classic`` is an mpmarket case's bought/s over the
+classic's of the same size and round.
 
 Figures: ``bought``, ``calls``, ``published`` (counts in the window),
 ``bought_per_s``, ``calls_per_s``, ``rt_per_product`` (market calls of
 producers and consumers per product bought), ``bought_vs_floor`` (bought/s
-divided by the 8-client floor's calls/s); checks ``bought_matches_books``,
+divided by the 8-client floor's calls/s), ``bought_vs_classic`` (mpmarket's
+cases only); checks ``bought_matches_books``,
 ``published_matches_books``, ``balanced``. ``floor`` is the 8-client floor.
 """
 
@@ -17,9 +22,10 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 
+from mpmarket.bench.apichurn import API_WAIT, PARENT_CHECK_CALLS, ChurnRound, api_churn_round
+from mpmarket.bench.classic import CLASSIC_PROCESSES, MPMARKET
 from mpmarket.bench.floor import _floor_name, _floor_round
 from mpmarket.bench.results import BenchResult, Case, Progress, _quiet, _ratio
 from mpmarket.bench.workers import (
@@ -30,7 +36,6 @@ from mpmarket.bench.workers import (
     _rss,
     _server_processes,
 )
-from mpmarket.core.books import MarketBooks
 from mpmarket.core.generate import CATALOG
 from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import MarketClosedError
@@ -42,6 +47,7 @@ from mpmarket.products import Product
 __all__ = [
     "CHURN_ADD_WAIT",
     "CHURN_KINDS",
+    "CHURN_MODES",
     "CHURN_PUBLISH_WAIT",
     "LEAK_WARMUP",
     "PARENT_CHECK_CALLS",
@@ -65,9 +71,6 @@ CHURN_KINDS: tuple[Product, ...] = CATALOG[:8]
 # churn starts (bounded by a tenth of the churn), once its allocator has
 # grown to the working set, and again at the end.
 LEAK_WARMUP = 1.0
-
-# Producers check every this many calls that their parent still lives.
-PARENT_CHECK_CALLS = 64
 
 
 def _churn_producer(
@@ -124,35 +127,6 @@ def _churn_consumer(
     return {"calls": calls, "bought": bought, "sessions": sessions}
 
 
-@dataclass(frozen=True)
-class _ChurnRound:
-    seconds: float
-    calls: int
-    bought: int
-    published: int
-    books: MarketBooks
-    server_rss: tuple[int | None, int | None] = (None, None)
-
-    def figures(self, floor_calls_per_s: float | None) -> dict[str, float | None]:
-        bought_per_s = self.bought / self.seconds
-        return {
-            "bought": self.bought,
-            "calls": self.calls,
-            "published": self.published,
-            "bought_per_s": bought_per_s,
-            "calls_per_s": self.calls / self.seconds,
-            "rt_per_product": _ratio(self.calls, self.bought),
-            "bought_vs_floor": _ratio(bought_per_s, floor_calls_per_s),
-        }
-
-    def checks(self) -> dict[str, bool]:
-        return {
-            "bought_matches_books": self.bought == self.books.ordered,
-            "published_matches_books": self.published == self.books.published,
-            "balanced": self.books.balanced,
-        }
-
-
 def _churn_round(
     producers: int,
     consumers: int,
@@ -162,7 +136,7 @@ def _churn_round(
     seed: int = 0,
     add_wait: float = CHURN_ADD_WAIT,
     watch_server: bool = False,
-) -> _ChurnRound:
+) -> ChurnRound:
     """One churn of ``duration`` seconds on a fresh market server.
 
     With ``watch_server``, the server's RSS is taken after the warm-up and at
@@ -199,7 +173,7 @@ def _churn_round(
         results = fleet.results(RESULT_GRACE)
         books = server.market.books()
     producer_results, consumer_results = results[:producers], results[producers:]
-    return _ChurnRound(
+    return ChurnRound(
         seconds=ended - started,
         calls=sum(r["calls"] for r in results),
         bought=sum(r["bought"] for r in consumer_results),
@@ -207,6 +181,17 @@ def _churn_round(
         books=books,
         server_rss=(rss_start, rss_end),
     )
+
+
+# What ``run_churn`` measures: mpmarket's own churn ("own", its native API) and
+# the course-API churn on mpmarket ("course-api"); the course-API churn on the
+# classic design, as processes on its stock server, is measured in every round
+# with either, as the reference of the ``_vs_classic`` ratios.
+CHURN_MODES = ("own", "course-api")
+
+
+def _size_name(producers: int, consumers: int) -> str:
+    return f"{producers}x{consumers}"
 
 
 def run_churn(
@@ -218,30 +203,70 @@ def run_churn(
     floor_calls: int = 5000,
     seed: int = 0,
     add_wait: float = CHURN_ADD_WAIT,
+    api_wait: float = API_WAIT,
+    modes: Sequence[str] = CHURN_MODES,
     start_method: str | None = None,
     progress: Progress = _quiet,
 ) -> BenchResult:
-    """Products bought per second under full load, per size, against the floor."""
+    """Products bought per second under full load, per size, against the floor and the classic.
+
+    Cases per size, in this order: ``"PxC"`` (the own churn, if measured),
+    ``"PxC course-api"`` (mpmarket, if measured) and ``"PxC course-api
+    classic"`` (the classic processes). mpmarket's cases gain
+    ``bought_vs_classic``: their bought/s over the classic case's of the same
+    round.
+    """
+    for mode in modes:
+        if mode not in CHURN_MODES:
+            raise ValueError(f"churn modes are {', '.join(CHURN_MODES)}, got {mode!r}")
     ctx = process_context(start_method)
+    names = {
+        "own": "{}",
+        "course-api": "{} course-api",
+        "classic": "{} course-api classic",
+    }
+    kinds = [mode for mode in CHURN_MODES if mode in modes] + ["classic"]
     floors: list[dict[str, float | None]] = []
-    rounds: dict[tuple[int, int], list[dict[str, float | None]]] = {size: [] for size in sizes}
-    checks: dict[tuple[int, int], dict[str, bool]] = {size: {} for size in sizes}
+    rounds: dict[str, list[dict[str, float | None]]] = {}
+    checks: dict[str, dict[str, bool]] = {}
     for number in range(repeat):
         progress(f"churn: floor of {_floor_name(floor_clients)}, round {number + 1} of {repeat}")
         floor = _floor_round(floor_clients, floor_calls, ctx)
         floors.append(floor)
         for producers, consumers in sizes:
-            progress(f"churn {producers}x{consumers}: round {number + 1} of {repeat}")
-            churn = _churn_round(
-                producers, consumers, duration, ctx, seed=seed + number, add_wait=add_wait
-            )
-            rounds[producers, consumers].append(churn.figures(floor["calls_per_s"]))
-            for name, ok in churn.checks().items():
-                checks[producers, consumers][name] = (
-                    checks[producers, consumers].get(name, True) and ok
-                )
+            size = _size_name(producers, consumers)
+            measured: dict[str, ChurnRound] = {}
+            for kind in reversed(kinds):  # the classic first: the others' reference
+                name = names[kind].format(size)
+                progress(f"churn {name}: round {number + 1} of {repeat}")
+                if kind == "own":
+                    churn = _churn_round(
+                        producers, consumers, duration, ctx, seed=seed + number, add_wait=add_wait
+                    )
+                else:
+                    design = CLASSIC_PROCESSES if kind == "classic" else MPMARKET
+                    churn = api_churn_round(
+                        design,
+                        producers,
+                        consumers,
+                        duration,
+                        ctx,
+                        seed=seed + number,
+                        wait=api_wait,
+                    )
+                measured[kind] = churn
+                case_checks = checks.setdefault(name, {})
+                for check, ok in churn.checks().items():
+                    case_checks[check] = case_checks.get(check, True) and ok
+            classic = measured["classic"].bought_per_s
+            for kind, churn in measured.items():
+                figures = churn.figures(floor["calls_per_s"])
+                if kind != "classic":
+                    figures["bought_vs_classic"] = _ratio(churn.bought_per_s, classic)
+                rounds.setdefault(names[kind].format(size), []).append(figures)
     params = {
-        "sizes": [f"{p}x{c}" for p, c in sizes],
+        "sizes": [_size_name(p, c) for p, c in sizes],
+        "modes": [kind for kind in kinds if kind != "classic"],
         "duration_s": duration,
         "floor_clients": floor_clients,
         "floor_calls": floor_calls,
@@ -249,8 +274,12 @@ def run_churn(
         "queue_size": DEFAULT_QUEUE_SIZE,
         "add_wait_s": add_wait,
         "publish_wait_s": CHURN_PUBLISH_WAIT,
+        "api_wait_s": api_wait,
     }
-    cases = [Case.of(f"{p}x{c}", rounds[p, c], checks[p, c]) for p, c in sizes]
+    cases = [
+        Case.of(name, rounds[name], checks[name])
+        for name in (names[kind].format(_size_name(p, c)) for p, c in sizes for kind in kinds)
+    ]
     return BenchResult(
         "churn", repeat, params, cases, floor=Case.of(_floor_name(floor_clients), floors, {})
     )

@@ -2,12 +2,20 @@
 
 One producer publishes every millisecond to consumers already waiting in
 ``add_many``: publish-to-obtained percentiles against the 1-client round
-trip (``_latency_round`` says how the units are paired).
+trip (``_latency_round`` says how the units are paired) and against the
+wake floor of the same round (``mpmarket.bench.wake``: one message to a
+process blocked idle in ``recv``) plus that round trip. The same on the
+classic design as processes, whose consumers try, sleep
+``classic_retry_wait`` and try again.
 
 Figures: ``samples``, ``late`` (samples whose consumer asked only after the
 publish had started, so it was not waiting), ``p50_us``, ``p90_us``,
 ``p99_us``, ``rt_us`` (the 1-client floor of the same round),
-``p50_vs_rt``, ``p99_vs_rt``; ``floor`` is the 1-client floor.
+``p50_vs_rt``, ``p99_vs_rt``; mpmarket's cases also ``wake_p50_us``,
+``wake_p99_us`` (the wake floor with as many idle receivers as consumers),
+``p50_vs_wake_rt`` (p50 over wake p50 + rt), ``p99_vs_wake_rt``,
+``p50_vs_classic`` and ``p99_vs_classic`` (over the classic case of the same
+round). ``floor`` is the 1-client floor.
 """
 
 from __future__ import annotations
@@ -17,16 +25,18 @@ from collections.abc import Callable, Sequence
 from multiprocessing.context import BaseContext
 
 from mpmarket.bench.churn import CHURN_PUBLISH_WAIT
+from mpmarket.bench.classic import CLASSIC_PROCESSES, MPMARKET, BenchServer, open_market
 from mpmarket.bench.floor import _floor_round
 from mpmarket.bench.results import BenchResult, Case, Progress, _quiet, _ratio, percentile
-from mpmarket.bench.workers import RESULT_GRACE, _BenchServer, _Fleet
+from mpmarket.bench.wake import wake_round
+from mpmarket.bench.workers import RESULT_GRACE, _Fleet
 from mpmarket.errors import RunError
-from mpmarket.net.client import connect
 from mpmarket.net.wire import Address
 from mpmarket.proc.context import process_context
 from mpmarket.products import Product
 
 __all__ = [
+    "CLASSIC_RETRY_WAIT",
     "LATENCY_LEAD",
     "LATENCY_MIN_WARMUP",
     "LATENCY_ORDER_EVERY",
@@ -47,16 +57,25 @@ LATENCY_WAIT = 5.0
 # A latency consumer empties its cart after this many units, to keep it small.
 LATENCY_ORDER_EVERY = 50
 
+# How long a consumer of the classic design sleeps between two tries: the
+# course-API churn's 1 ms.
+CLASSIC_RETRY_WAIT = 0.001
+
 
 def _unit(seq: int) -> Product:
     return Product(name=f"unit-{seq}", price=0)
 
 
 def _latency_producer(
-    address: Address, authkey: bytes, total: int, period: float, ready: Callable[[], None]
+    design: str,
+    address: Address,
+    authkey: bytes,
+    total: int,
+    period: float,
+    ready: Callable[[], None],
 ) -> list[int]:
     """Publish ``unit-0`` .. ``unit-{total-1}``, one every ``period``; return the publish times."""
-    market = connect(address, authkey)
+    market = open_market(design, address, authkey)
     producer_id = market.register_producer()
     ready()
     published = []
@@ -73,19 +92,22 @@ def _latency_producer(
 
 
 def _latency_consumer(
+    design: str,
     address: Address,
     authkey: bytes,
     index: int,
     consumers: int,
     total: int,
+    retry_wait: float,
     ready: Callable[[], None],
 ) -> list[tuple[int, int, int]]:
     """Wait for ``unit-{index}``, ``unit-{index + consumers}``... in turn.
 
     Returns ``(seq, asked_ns, obtained_ns)`` per unit: when the blocking
-    ``add_many`` was called and when it returned.
+    ``add_many`` was called and when it returned. On the classic design the
+    add tries, sleeps ``retry_wait`` and tries again, client-side.
     """
-    market = connect(address, authkey)
+    market = open_market(design, address, authkey, retry_wait=retry_wait)
     cart = market.new_cart()
     ready()
     obtained = []
@@ -102,7 +124,12 @@ def _latency_consumer(
 
 
 def _latency_round(
-    consumers: int, samples: int, period: float, ctx: BaseContext
+    consumers: int,
+    samples: int,
+    period: float,
+    ctx: BaseContext,
+    design: str = MPMARKET,
+    retry_wait: float = CLASSIC_RETRY_WAIT,
 ) -> tuple[list[float], int]:
     """Publish-to-obtained latencies (us) of the measured units, and how many were late.
 
@@ -116,21 +143,29 @@ def _latency_round(
     asked only after the publish started (it was not waiting): it still
     counts, and ``late`` says how often it happened.
     """
-    warmup = max(LATENCY_MIN_WARMUP, LATENCY_WARMUP_PER_CONSUMER * consumers)
+    warmup = _warmup(consumers)
     total = warmup + samples
-    with _BenchServer(ctx) as server, _Fleet(ctx, on_stop=server.close) as fleet:
+    with BenchServer(design, ctx) as server, _Fleet(ctx, on_stop=server.close) as fleet:
         fleet.spawn(
-            "latency-producer", _latency_producer, server.address, server.authkey, total, period
+            "latency-producer",
+            _latency_producer,
+            design,
+            server.address,
+            server.authkey,
+            total,
+            period,
         )
         for index in range(consumers):
             fleet.spawn(
                 f"latency-consumer-{index + 1}",
                 _latency_consumer,
+                design,
                 server.address,
                 server.authkey,
                 index,
                 consumers,
                 total,
+                retry_wait,
             )
         fleet.wait_ready()
         fleet.release()
@@ -147,8 +182,16 @@ def _latency_round(
     return latencies, late
 
 
+def _warmup(consumers: int) -> int:
+    return max(LATENCY_MIN_WARMUP, LATENCY_WARMUP_PER_CONSUMER * consumers)
+
+
 def _consumers_name(consumers: int) -> str:
     return f"{consumers} consumer" + ("" if consumers == 1 else "s")
+
+
+def _percentiles(latencies: list[float], prefix: str = "") -> dict[str, float | None]:
+    return {f"{prefix}p{p}_us": percentile(latencies, p) for p in (50, 90, 99)}
 
 
 def run_latency(
@@ -157,40 +200,64 @@ def run_latency(
     samples: int = 2000,
     period: float = 0.001,
     floor_calls: int = 5000,
+    classic_retry_wait: float = CLASSIC_RETRY_WAIT,
     repeat: int = 3,
     start_method: str | None = None,
     progress: Progress = _quiet,
 ) -> BenchResult:
-    """Publish-to-obtained latency to waiting consumers, against the 1-client round trip."""
+    """Publish-to-obtained latency to waiting consumers, against the floors and the classic.
+
+    Per consumer count, in every round: the wake floor, mpmarket, and the
+    classic design as processes (case ``"N consumers, classic"``).
+    """
     ctx = process_context(start_method)
     floors: list[dict[str, float | None]] = []
-    rounds: dict[int, list[dict[str, float | None]]] = {n: [] for n in consumers}
+    rounds: dict[str, list[dict[str, float | None]]] = {}
     for number in range(repeat):
         progress(f"latency: floor of 1 client, round {number + 1} of {repeat}")
         floor = _floor_round(1, floor_calls, ctx)
         floors.append(floor)
         rt = floor["rt_us"]
         for n in consumers:
-            progress(f"latency {_consumers_name(n)}: round {number + 1} of {repeat}")
-            latencies, late = _latency_round(n, samples, period, ctx)
-            p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-            rounds[n].append(
-                {
+            name = _consumers_name(n)
+            progress(f"latency {name}: wake floor, round {number + 1} of {repeat}")
+            wake = _percentiles(wake_round(n, _warmup(n) + samples, _warmup(n), period, ctx))
+            measured = {}
+            for design in (MPMARKET, CLASSIC_PROCESSES):
+                label = name if design == MPMARKET else f"{name}, classic"
+                progress(f"latency {label}: round {number + 1} of {repeat}")
+                latencies, late = _latency_round(
+                    n, samples, period, ctx, design, classic_retry_wait
+                )
+                measured[design] = figures = {
                     "samples": len(latencies),
                     "late": late,
-                    "p50_us": p50,
-                    "p90_us": percentile(latencies, 90),
-                    "p99_us": p99,
+                    **_percentiles(latencies),
                     "rt_us": rt,
-                    "p50_vs_rt": _ratio(p50, rt),
-                    "p99_vs_rt": _ratio(p99, rt),
                 }
-            )
+                figures["p50_vs_rt"] = _ratio(figures["p50_us"], rt)
+                figures["p99_vs_rt"] = _ratio(figures["p99_us"], rt)
+                rounds.setdefault(label, []).append(figures)
+            ours, classic = measured[MPMARKET], measured[CLASSIC_PROCESSES]
+            ours["wake_p50_us"] = wake["p50_us"]
+            ours["wake_p99_us"] = wake["p99_us"]
+            ours["p50_vs_wake_rt"] = _ratio(ours["p50_us"], _sum(wake["p50_us"], rt))
+            ours["p99_vs_wake_rt"] = _ratio(ours["p99_us"], _sum(wake["p99_us"], rt))
+            ours["p50_vs_classic"] = _ratio(ours["p50_us"], classic["p50_us"])
+            ours["p99_vs_classic"] = _ratio(ours["p99_us"], classic["p99_us"])
     params = {
         "consumers": list(consumers),
         "samples": samples,
         "period_ms": period * 1000,
         "floor_calls": floor_calls,
+        "classic_retry_wait_ms": classic_retry_wait * 1000,
     }
-    cases = [Case.of(_consumers_name(n), rounds[n], {}) for n in consumers]
+    names = [
+        label for n in consumers for label in (_consumers_name(n), f"{_consumers_name(n)}, classic")
+    ]
+    cases = [Case.of(label, rounds[label], {}) for label in names]
     return BenchResult("latency", repeat, params, cases, floor=Case.of("1 client", floors, {}))
+
+
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b

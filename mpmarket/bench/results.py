@@ -9,7 +9,7 @@ over the rounds (``Stat``); a ``Case`` is one row of figures and checks; a
 JSON (``BenchResult.to_json``), version 1::
 
     {
-      "benchmark": "floor" | "churn" | "latency" | "scale" | "course",
+      "benchmark": "floor" | "churn" | "latency" | "scale" | "course" | "wide",
       "version": 1,
       "machine": {"cpu_count": int, "python": str, "platform": str},
       "repeat": int,                       # rounds measured
@@ -27,7 +27,7 @@ JSON (``BenchResult.to_json``), version 1::
 
 The figures of each benchmark (the name carries the unit) are listed in the
 docstring of its module: ``floor``, ``churn``, ``latency``, ``scale``,
-``course``.
+``course``, ``wide``.
 """
 
 from __future__ import annotations

@@ -8,213 +8,42 @@ min and max are in the ``--json`` file) and exits with the codes of the
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from mpmarket.bench.churn import CHURN_ADD_WAIT, run_churn
-from mpmarket.bench.course import run_course
+from mpmarket.bench.apichurn import API_WAIT
+from mpmarket.bench.churn import CHURN_ADD_WAIT, CHURN_MODES, run_churn
+from mpmarket.bench.classic import DESIGNS
+from mpmarket.bench.course import COURSE_DESIGNS, run_course
 from mpmarket.bench.floor import run_floor
-from mpmarket.bench.latency import run_latency
-from mpmarket.bench.results import BenchResult, Case, parse_sizes
+from mpmarket.bench.latency import CLASSIC_RETRY_WAIT, run_latency
 from mpmarket.bench.scale import run_scale
-from mpmarket.cli.exitcodes import ExitCode, fail
+from mpmarket.bench.wide import WIDE_SESSIONS, run_wide
+from mpmarket.cli.bench_common import (
+    _execute,
+    _floor_calls_option,
+    _IntList,
+    _json_option,
+    _Names,
+    _repeat_option,
+    _Sizes,
+    cli_designs,
+    design_names,
+    format_result,
+)
 from mpmarket.cli.options import agents_per_process_option
-from mpmarket.errors import MarketUnavailableError, MpmarketError, WorkloadError
 
 __all__ = ["bench", "format_result"]
 
 
-# How each figure is shown: column label and format of the median.
-FIGURES: dict[str, tuple[str, str]] = {
-    "calls_per_s": ("calls/s", "{:,.0f}"),
-    "rt_us": ("round trip µs", "{:.1f}"),
-    "bought": ("bought", "{:,.0f}"),
-    "calls": ("calls", "{:,.0f}"),
-    "published": ("published", "{:,.0f}"),
-    "bought_per_s": ("bought/s", "{:,.0f}"),
-    "rt_per_product": ("calls/product", "{:.2f}"),
-    "bought_vs_floor": ("bought/s ÷ floor calls/s", "{:.2f}"),
-    "samples": ("samples", "{:,.0f}"),
-    "late": ("late", "{:,.0f}"),
-    "p50_us": ("p50 µs", "{:.0f}"),
-    "p90_us": ("p90 µs", "{:.0f}"),
-    "p99_us": ("p99 µs", "{:.0f}"),
-    "p50_vs_rt": ("p50 ÷ rt", "{:.2f}"),
-    "p99_vs_rt": ("p99 ÷ rt", "{:.2f}"),
-    "agents": ("agents", "{:,.0f}"),
-    "startup_s": ("start-up s", "{:.3f}"),
-    "wall_s": ("wall s", "{:.3f}"),
-    "market_s": ("market s", "{:.3f}"),
-    "ideal_s": ("ideal s", "{:.3f}"),
-    "market_vs_ideal": ("market ÷ ideal", "{:.2f}"),
-    "wall_vs_ideal": ("wall ÷ ideal", "{:.2f}"),
-    "server_rss_mb": ("server RSS MB", "{:.1f}"),
-    "agent_rss_mb": ("RSS per agent MB", "{:.2f}"),
-    "agent_pss_mb": ("PSS per agent MB", "{:.2f}"),
-    "process_pss_max_mb": ("max PSS of an agent process MB", "{:.2f}"),
-    "processes": ("agent processes", "{:,.0f}"),
-    "processes_sampled": ("processes sampled", "{:,.0f}"),
-    "seconds": ("seconds", "{:.1f}"),
-    "server_rss_start_mb": ("server RSS at start MB", "{:.1f}"),
-    "server_rss_end_mb": ("server RSS at end MB", "{:.1f}"),
-    "server_rss_growth_mb": ("server RSS growth MB", "{:+.2f}"),
-}
-
-# Up to this many rows (cases and floor), a table reads better turned: a row
-# per figure and a column per case, as benchmarks have many figures.
-MAX_CASE_COLUMNS = 4
-
-
-def _cell(case: Case, figure: str) -> str:
-    if figure not in case.figures:
-        return ""
-    value = case.median(figure)
-    if value is None:
-        return "n/a"
-    return FIGURES.get(figure, (figure, "{:.3g}"))[1].format(value)
-
-
-def _label(figure: str) -> str:
-    return FIGURES.get(figure, (figure, ""))[0]
-
-
-def format_result(result: BenchResult) -> Table:
-    """One table of the medians: a row per case (the floor first), a column per figure.
-
-    With few cases it is turned: a row per figure, a column per case.
-    """
-    cases = ([result.floor] if result.floor else []) + result.cases
-    names = [c.name if c is not result.floor else f"floor, {c.name}" for c in cases]
-    figures = list(dict.fromkeys(name for case in cases for name in case.figures))
-    plural = "s" if result.repeat != 1 else ""
-    table = Table(
-        title=f"mpmarket bench {result.benchmark}",
-        caption=f"medians of {result.repeat} round{plural}; min and max in --json",
-        title_justify="left",
-        caption_justify="left",
-    )
-    if len(cases) <= MAX_CASE_COLUMNS:
-        table.add_column("figure", style="bold")
-        for name in names:
-            table.add_column(name, justify="right")
-        for figure in figures:
-            table.add_row(_label(figure), *(_cell(case, figure) for case in cases))
-    else:
-        table.add_column("case", style="bold")
-        for figure in figures:
-            table.add_column(_label(figure), justify="right")
-        for name, case in zip(names, cases, strict=True):
-            table.add_row(name, *(_cell(case, figure) for figure in figures))
-    return table
-
-
-def _execute(json_path: Path | None, call: Callable[[Callable[[str], None]], Any]) -> None:
-    """Run one benchmark, print its table, write its JSON, exit with its code."""
-    console = Console(stderr=True)
-
-    def progress(message: str) -> None:
-        console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
-
-    try:
-        result = call(progress)
-    except KeyboardInterrupt:
-        fail(console, "interrupted", ExitCode.INTERRUPTED)
-    except WorkloadError as error:
-        fail(console, str(error), ExitCode.USAGE)
-    except MarketUnavailableError as error:
-        fail(console, str(error), ExitCode.UNREACHABLE)
-    except MpmarketError as error:
-        fail(console, str(error), ExitCode.RUN_FAILED)
-    console.print(format_result(result))
-    if json_path is not None:
-        json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    failures = result.failed_checks
-    for failure in failures:
-        console.print(
-            f"[bold red]mpmarket: check failed:[/] {failure}", highlight=False, soft_wrap=True
-        )
-    if failures:
-        sys.exit(ExitCode.RUN_FAILED)
-
-
-class _IntList(click.ParamType):
-    """A comma-separated list of positive integers: ``1,8``."""
-
-    name = "N,N..."
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> list[int]:
-        if isinstance(value, list | tuple):
-            return list(value)
-        try:
-            numbers = [int(part) for part in str(value).split(",")]
-        except ValueError:
-            self.fail(f"expected comma-separated counts such as 1,8, got {value!r}", param, ctx)
-        if any(n < 1 for n in numbers):
-            self.fail(f"every count must be at least 1, got {value!r}", param, ctx)
-        return numbers
-
-
-class _Sizes(click.ParamType):
-    """A comma-separated list of PRODUCERSxCONSUMERS: ``1x1,4x8``."""
-
-    name = "PxC,PxC..."
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> list[tuple[int, int]]:
-        if isinstance(value, list | tuple):
-            return list(value)
-        try:
-            return parse_sizes(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
-
-
-def _repeat_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--repeat",
-        type=click.IntRange(min=1),
-        default=3,
-        show_default=True,
-        help="Rounds to measure; every figure is the median of them.",
-    )(function)
-
-
-def _json_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--json",
-        "json_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Write the figures (median, min, max) to this JSON file.",
-    )(function)
-
-
-def _floor_calls_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--floor-calls",
-        type=click.IntRange(min=1),
-        default=5000,
-        show_default=True,
-        help="No-op calls per client of the floor measured with it.",
-    )(function)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def bench() -> None:
-    """Measure this machine and the market: floor, churn, latency, scale, course.
+    """Measure this machine and the market: floor, churn, latency, scale, course, wide.
 
     Each command prints a table of medians on stderr and can write --json.
-    Ratios are against a floor (a no-op manager call) measured in the same
-    invocation. Exit codes: 0 success, 1 a run failed or a check did not
+    Ratios are against a floor (a no-op manager call) and the classic design
+    (the course's, as processes or threads) measured in the same invocation. Exit codes: 0 success, 1 a run failed or a check did not
     hold, 2 bad usage, 4 the market could not be reached or went away,
     130 interrupted.
     """
@@ -275,6 +104,21 @@ def floor(clients: list[int], calls: int, repeat: int, json_path: Path | None) -
     show_default=True,
     help="How long a consumer's add waits before it tries another kind.",
 )
+@click.option(
+    "--api-wait-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=API_WAIT * 1000,
+    show_default=True,
+    help="The course-API churn's wait after a refused publish or add.",
+)
+@click.option(
+    "--modes",
+    type=_Names(CHURN_MODES),
+    metavar="MODE,...",
+    default=",".join(CHURN_MODES),
+    show_default=True,
+    help="The churns of mpmarket to measure: its own API, the course's.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the consumers.")
 @_floor_calls_option
 @_repeat_option
@@ -285,15 +129,21 @@ def churn(
     sizes: list[tuple[int, int]],
     duration: float,
     add_wait_ms: float,
+    api_wait_ms: float,
+    modes: list[str],
     seed: int,
     floor_calls: int,
     repeat: int,
     json_path: Path | None,
 ) -> None:
-    """Products bought per second under full load, against the floor.
+    """Products bought per second under full load, against the floor and the classic.
 
-    Producers publish eight kinds round robin without make time; consumers
-    run endless sessions of three adds, maybe a remove, and an order.
+    Own churn: producers publish eight kinds round robin without make time;
+    consumers run endless sessions of three adds, maybe a remove, and an
+    order. Course-API churn: four kinds, one unit an add, another random
+    kind after a refusal or --api-wait-ms; every third add a remove, every
+    tenth an order. The course-API churn on the classic design (processes
+    on a stock manager, sleeping client-side) is measured in every round.
     """
     if (producers is None) != (consumers is None):
         raise click.UsageError("give both -P and -C, or neither (then --sizes applies)")
@@ -308,6 +158,8 @@ def churn(
             floor_calls=floor_calls,
             seed=seed,
             add_wait=add_wait_ms / 1000,
+            api_wait=api_wait_ms / 1000,
+            modes=modes,
             progress=progress,
         ),
     )
@@ -336,6 +188,13 @@ def churn(
     show_default=True,
     help="Milliseconds between two publishes.",
 )
+@click.option(
+    "--classic-retry-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=CLASSIC_RETRY_WAIT * 1000,
+    show_default=True,
+    help="How long a classic consumer sleeps between two tries.",
+)
 @_floor_calls_option
 @_repeat_option
 @_json_option
@@ -343,6 +202,7 @@ def latency(
     consumers: list[int],
     samples: int,
     period_ms: float,
+    classic_retry_ms: float,
     floor_calls: int,
     repeat: int,
     json_path: Path | None,
@@ -350,7 +210,9 @@ def latency(
     """Publish-to-obtained latency to waiting consumers: p50, p90, p99.
 
     One producer publishes a product every --period-ms; each product is
-    awaited by one consumer already blocked in add_many.
+    awaited by one consumer already blocked in add_many. In every round,
+    the wake floor (one message to a process idle in recv) and the classic
+    design (consumers that try, sleep and try again) too.
     """
     _execute(
         json_path,
@@ -359,6 +221,7 @@ def latency(
             samples=samples,
             period=period_ms / 1000,
             floor_calls=floor_calls,
+            classic_retry_wait=classic_retry_ms / 1000,
             repeat=repeat,
             progress=progress,
         ),
@@ -423,18 +286,107 @@ def scale(
     "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR"
 )
 @agents_per_process_option
+@click.option(
+    "--designs",
+    type=_Names(design_names(COURSE_DESIGNS)),
+    metavar="DESIGN,...",
+    default=",".join(design_names(COURSE_DESIGNS)),
+    show_default=True,
+    help="The designs to run each case on.",
+)
 @_repeat_option
 @_json_option
-def course(directory: Path, agents_per_process: int, repeat: int, json_path: Path | None) -> None:
-    """Run every *.in of DIR and compare it with the simulated ideal.
+def course(
+    directory: Path,
+    agents_per_process: int,
+    designs: list[str],
+    repeat: int,
+    json_path: Path | None,
+) -> None:
+    """Run every *.in of DIR and compare it with the simulated ideal and the classic.
 
-    Per case: wall, start-up and market time, the ideal (mpmarket.simulate's
-    makespan, n/a without it) and the ratios. A case the simulator finds
+    Per case and design: wall, start-up and market time, the ideal
+    (mpmarket.simulate's makespan, n/a without it) and the ratios. The
+    classic design runs as processes on a stock manager and as threads in
+    this process, the course's own shape. A case the simulator finds
     deadlocked is not run.
     """
     _execute(
         json_path,
         lambda progress: run_course(
-            directory, repeat=repeat, agents_per_process=agents_per_process, progress=progress
+            directory,
+            repeat=repeat,
+            agents_per_process=agents_per_process,
+            designs=cli_designs(designs),
+            progress=progress,
+        ),
+    )
+
+
+@bench.command()
+@click.option(
+    "--wide",
+    "wide_size",
+    type=_Sizes(),
+    metavar="PxC",
+    default="64x256",
+    show_default=True,
+    help="PRODUCERSxCONSUMERS of the wide shape: eight kinds.",
+)
+@click.option(
+    "--one-kind",
+    type=_Sizes(),
+    metavar="PxC",
+    default="16x128",
+    show_default=True,
+    help="PRODUCERSxCONSUMERS of the one-kind shape, with many removes.",
+)
+@click.option(
+    "--sessions",
+    type=click.IntRange(min=1),
+    default=WIDE_SESSIONS,
+    show_default=True,
+    help="Sessions per consumer.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the workloads.")
+@click.option(
+    "--designs",
+    type=_Names(design_names(DESIGNS)),
+    metavar="DESIGN,...",
+    default=",".join(design_names(DESIGNS)),
+    show_default=True,
+    help="The designs to run each shape on.",
+)
+@_repeat_option
+@_json_option
+def wide(
+    wide_size: list[tuple[int, int]],
+    one_kind: list[tuple[int, int]],
+    sessions: int,
+    seed: int,
+    designs: list[str],
+    repeat: int,
+    json_path: Path | None,
+) -> None:
+    """Generated wide, fast workloads: start-up, market time, against the ideal and the classic.
+
+    Two shapes, make and retry times of 1 to 20 ms, in the course JSON's
+    shape: --wide (eight kinds) and --one-kind (one kind, many removes).
+    Each runs on mpmarket (one agent a process, and packed by 8), and on the
+    classic design as processes and as threads.
+    """
+    for option, sizes in (("--wide", wide_size), ("--one-kind", one_kind)):
+        if len(sizes) != 1:
+            raise click.BadParameter("give one size, such as 16x128", param_hint=option)
+    _execute(
+        json_path,
+        lambda progress: run_wide(
+            wide_size[0],
+            one_kind[0],
+            sessions=sessions,
+            seed=seed,
+            designs=cli_designs(designs),
+            repeat=repeat,
+            progress=progress,
         ),
     )

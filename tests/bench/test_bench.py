@@ -11,7 +11,6 @@ import runpy
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +99,9 @@ CHURN_FIGURES = {
 }
 
 
+CLASSIC_CHURN = "course-api classic"
+
+
 def test_churn(tmp_path: Path) -> None:
     _, data = invoke(
         tmp_path,
@@ -114,12 +116,19 @@ def test_churn(tmp_path: Path) -> None:
         "1",
     )
     cases = check_schema(data, "churn", 1)
-    assert list(cases) == ["1x1", "2x2"]
+    assert list(cases) == [
+        f"{size}{mode}"
+        for size in ("1x1", "2x2")
+        for mode in ("", " course-api", f" {CLASSIC_CHURN}")
+    ]
+    assert data["params"]["modes"] == ["own", "course-api"]
+    assert data["params"]["api_wait_s"] == pytest.approx(0.001)
     check_case(data["floor"], FLOOR_FIGURES)
     assert data["floor"]["case"] == "8 clients"
     floor_calls_per_s = median(data["floor"], "calls_per_s")
-    for case in cases.values():
-        check_case(case, CHURN_FIGURES)
+    for name, case in cases.items():
+        classic = name.endswith(CLASSIC_CHURN)
+        check_case(case, CHURN_FIGURES if classic else CHURN_FIGURES | {"bought_vs_classic"})
         assert set(case["checks"]) == {
             "bought_matches_books",
             "published_matches_books",
@@ -136,6 +145,11 @@ def test_churn(tmp_path: Path) -> None:
         assert median(case, "bought_vs_floor") == pytest.approx(
             median(case, "bought_per_s") / floor_calls_per_s
         )
+        if not classic:  # against the classic of the same size and round
+            reference = cases[f"{name.split()[0]} {CLASSIC_CHURN}"]
+            assert median(case, "bought_vs_classic") == pytest.approx(
+                median(case, "bought_per_s") / median(reference, "bought_per_s")
+            )
 
 
 def test_churn_with_one_size(tmp_path: Path) -> None:
@@ -150,12 +164,15 @@ def test_churn_with_one_size(tmp_path: Path) -> None:
         "0.3",
         "--add-wait-ms",
         "2",
+        "--modes",
+        "own",
         "--floor-calls",
         "100",
         "--repeat",
         "1",
     )
-    assert [case["case"] for case in data["cases"]] == ["2x3"]
+    assert [case["case"] for case in data["cases"]] == ["2x3", f"2x3 {CLASSIC_CHURN}"]
+    assert data["params"]["modes"] == ["own"]
     assert data["params"]["sizes"] == ["2x3"]
     assert data["params"]["add_wait_s"] == pytest.approx(0.002)
 
@@ -172,6 +189,16 @@ LATENCY_FIGURES = {
 }
 
 
+LATENCY_VERSUS = {
+    "wake_p50_us",
+    "wake_p99_us",
+    "p50_vs_wake_rt",
+    "p99_vs_wake_rt",
+    "p50_vs_classic",
+    "p99_vs_classic",
+}
+
+
 def test_latency(tmp_path: Path) -> None:
     _, data = invoke(
         tmp_path,
@@ -180,23 +207,43 @@ def test_latency(tmp_path: Path) -> None:
         "1,3",
         "--samples",
         "50",
+        "--classic-retry-ms",
+        "0.5",
         "--floor-calls",
         "200",
         "--repeat",
         "1",
     )
     cases = check_schema(data, "latency", 1)
-    assert list(cases) == ["1 consumer", "3 consumers"]
+    assert list(cases) == [
+        "1 consumer",
+        "1 consumer, classic",
+        "3 consumers",
+        "3 consumers, classic",
+    ]
+    assert data["params"]["classic_retry_wait_ms"] == pytest.approx(0.5)
     check_case(data["floor"], FLOOR_FIGURES)
     rt = median(data["floor"], "rt_us")
-    for case in cases.values():
-        check_case(case, LATENCY_FIGURES)
+    for name, case in cases.items():
+        classic = name.endswith("classic")
+        check_case(case, LATENCY_FIGURES if classic else LATENCY_FIGURES | LATENCY_VERSUS)
         assert median(case, "samples") == 50
         assert 0 <= median(case, "late") <= 50
         assert 0 < median(case, "p50_us") <= median(case, "p90_us") <= median(case, "p99_us")
         assert median(case, "rt_us") == rt
         assert median(case, "p50_vs_rt") == pytest.approx(median(case, "p50_us") / rt)
         assert median(case, "p99_vs_rt") == pytest.approx(median(case, "p99_us") / rt)
+        if classic:
+            continue
+        reference = cases[f"{name}, classic"]
+        assert 0 < median(case, "wake_p50_us") <= median(case, "wake_p99_us")
+        for p in ("p50", "p99"):
+            assert median(case, f"{p}_vs_wake_rt") == pytest.approx(
+                median(case, f"{p}_us") / (median(case, f"wake_{p}_us") + rt)
+            )
+            assert median(case, f"{p}_vs_classic") == pytest.approx(
+                median(case, f"{p}_us") / median(reference, f"{p}_us")
+            )
 
 
 def test_scale(tmp_path: Path) -> None:
@@ -260,98 +307,6 @@ def test_scale(tmp_path: Path) -> None:
     assert min(growth) - 1e-9 <= stats["server_rss_growth_mb"]["median"] <= max(growth) + 1e-9
 
 
-TINY_COURSE = {
-    "products": {
-        "id1": {"product_type": "Tea", "name": "Linden", "type": "Herbal", "price": 9},
-        "id2": {
-            "product_type": "Coffee",
-            "name": "Arabica",
-            "acidity": 5.02,
-            "roast_level": "LIGHT",
-            "price": 3,
-        },
-    },
-    "producers": [
-        {
-            "name": "p1",
-            "products": [["id1", 2, 0.001], ["id2", 1, 0.002]],
-            "republish_wait_time": 0.01,
-        }
-    ],
-    "consumers": [
-        {
-            "name": "c1",
-            "retry_wait_time": 0.01,
-            "carts": [
-                [
-                    {"type": "add", "product": "id1", "quantity": 2},
-                    {"type": "add", "product": "id2", "quantity": 1},
-                    {"type": "remove", "product": "id1", "quantity": 1},
-                ],
-                [{"type": "add", "product": "id2", "quantity": 2}],
-            ],
-        }
-    ],
-    "marketplace": {"queue_size_per_producer": 15},
-}
-
-COURSE_FIGURES = {
-    "agents",
-    "bought",
-    "wall_s",
-    "startup_s",
-    "market_s",
-    "ideal_s",
-    "market_vs_ideal",
-    "wall_vs_ideal",
-}
-
-
-@pytest.fixture
-def course_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "cases"
-    folder.mkdir()
-    (folder / "tiny.in").write_text(json.dumps(TINY_COURSE))
-    (folder / "tiny.ref.out").write_text("not a case: only *.in files are run\n")
-    return folder
-
-
-def test_course_without_simulator(
-    tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "mpmarket.core.simulate", None)  # import raises ImportError
-    result, data = invoke(tmp_path, "course", str(course_dir), "--repeat", "1")
-    cases = check_schema(data, "course", 1)
-    assert list(cases) == ["tiny", "total"]
-    assert data["params"]["ideal_available"] is False
-    for case in cases.values():
-        check_case(case, COURSE_FIGURES)
-        assert set(case["checks"]) == {"ok", "correct", "deadlock_free"}
-        assert median(case, "agents") == 2
-        assert median(case, "bought") == 4  # 2 + 1 - 1, then 2
-        assert 0 < median(case, "startup_s") < median(case, "wall_s")
-        assert 0 < median(case, "market_s") < median(case, "wall_s")
-        for figure in ("ideal_s", "market_vs_ideal", "wall_vs_ideal"):
-            assert case["figures"][figure] is None
-    assert "n/a" in result.stderr
-
-
-def test_course_with_simulator(
-    tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake = types.ModuleType("mpmarket.core.simulate")
-    fake.simulate = lambda workload, *, poll=False: types.SimpleNamespace(makespan=0.25)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mpmarket.core.simulate", fake)
-    _, data = invoke(tmp_path, "course", str(course_dir), "--repeat", "1")
-    cases = check_schema(data, "course", 1)
-    assert data["params"]["ideal_available"] is True
-    for case in cases.values():
-        check_case(case, COURSE_FIGURES)
-        assert median(case, "ideal_s") == 0.25
-        assert median(case, "market_vs_ideal") == pytest.approx(median(case, "market_s") / 0.25)
-        assert median(case, "wall_vs_ideal") == pytest.approx(median(case, "wall_s") / 0.25)
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -362,19 +317,16 @@ def test_course_with_simulator(
         (["latency", "--consumers", "0"], "at least 1"),
         (["scale", "--churn-size", "1x1,2x2"], "one size"),
         (["floor", "--repeat", "0"], "--repeat"),
+        (["churn", "--modes", "own,fast"], "'fast' is not one of own, course-api"),
+        (["course", ".", "--designs", "classic"], "is not one of"),
+        (["wide", "--designs", "mpmarket,threads"], "is not one of"),
+        (["wide", "--one-kind", "1x1,2x2"], "one size"),
     ],
 )
 def test_bad_usage(args: list[str], message: str) -> None:
     result = CliRunner().invoke(bench, args)
     assert result.exit_code == 2
     assert message in result.stderr
-
-
-def test_course_without_cases(tmp_path: Path) -> None:
-    result = CliRunner().invoke(bench, ["course", str(tmp_path)])
-    assert result.exit_code == 2
-    assert result.stderr.count("\n") == 1
-    assert "course cases (*.in)" in result.stderr
 
 
 def test_an_exited_process_has_no_memory_figure() -> None:
@@ -412,23 +364,6 @@ def test_parse_sizes() -> None:
 def test_stat_of() -> None:
     assert results.Stat.of([3.0, None, 1.0, 2.0]) == results.Stat(2.0, 1.0, 3.0)
     assert results.Stat.of([None, None]) is None
-
-
-def test_course_skips_a_deadlocked_case(
-    tmp_path: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake = types.ModuleType("mpmarket.core.simulate")
-    fake.simulate = lambda workload, *, poll=False: types.SimpleNamespace(makespan=None)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mpmarket.core.simulate", fake)
-    path = tmp_path / "bench.json"
-    result = CliRunner().invoke(bench, ["course", str(course_dir), "--json", str(path)])
-    assert result.exit_code == 1
-    assert "deadlock_free" in result.stderr
-    cases = check_schema(json.loads(path.read_text()), "course", 3)
-    tiny = cases["tiny"]
-    assert tiny["checks"] == {"ok": False, "correct": False, "deadlock_free": False}
-    assert median(tiny, "agents") == 2
-    assert all(tiny["figures"][name] is None for name in COURSE_FIGURES - {"agents"})
 
 
 def _churn_model():
