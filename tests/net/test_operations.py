@@ -27,8 +27,11 @@ from mpmarket.net.wire import EXPOSED, MARKET_IDENT
 from mpmarket.products import Product
 
 # Public methods of the Marketplace that stay in its process: the serving
-# loop's way to park a call that waits (``mpmarket.net.loop``).
-IN_PROCESS_ONLY = frozenset({"start_publish", "finish_publish", "start_add", "finish_add"})
+# loop's way to park a call that waits and to let lapsed places go
+# (``mpmarket.net.loop``).
+IN_PROCESS_ONLY = frozenset(
+    {"start_publish", "finish_publish", "start_add", "finish_add", "next_lapse", "let_lapses_go"}
+)
 # Public methods of the proxy that are not the market's: the session's list of
 # clients, and closing the thread's connection.
 PROXY_ONLY = frozenset({"agents", "disconnect"})
