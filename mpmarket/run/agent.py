@@ -13,7 +13,6 @@ Order, Done, Stats, Closed, Failed), on the one pipe of its process.
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import traceback
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError
 from mpmarket.net.client import ATTACH_TIMEOUT, connect
 from mpmarket.net.wire import Address
+from mpmarket.proc.interrupts import child_signals
 from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
 from mpmarket.products import Product
 from mpmarket.run.messages import AgentMessage, Closed, Done, Failed, Order, Ready, Stats, encode
@@ -51,7 +51,7 @@ def process_main(
     thread each, with a connection each; every message goes through the one
     pipe, carrying the agent's place in ``members`` as its slot.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C
+    child_signals()  # the runner acts on Ctrl-C and SIGHUP; SIGTERM ends this process
     lifeline = Lifeline(parent_pid)
     sending = threading.Lock()
 

@@ -45,12 +45,23 @@ name, and the others keep running (``fail_fast`` stops the run instead). The
 run samples the market every ``SAMPLE_INTERVAL_S``: when no consumer makes
 progress for ``stall_timeout`` seconds, it stops and explains who waits for
 what (``stall.diagnose``). A local server that dies ends the run at once.
+
+Stops asked from outside. A signal (SIGINT, SIGTERM, SIGHUP) or a request
+(the CLI's stdout lost) is recorded by ``interrupts`` (``proc.interrupts``,
+the one the command installed) and looked at where stopping is safe: between
+two agent processes started, in every wait (its wake-up pipe ends the wait),
+before any pipe is read; only the connect, which nothing can wake, is
+interrupted where it is. The stop is then the orderly shutdown; a second
+signal makes it kill at once. The server starts with SIGINT and SIGHUP
+blocked, so that a Ctrl-C or a hang-up sent to the whole process group
+leaves it to its runner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import signal
 import time
 
 from mpmarket.core.agents import WAIT_PER_TRY
@@ -67,6 +78,7 @@ from mpmarket.net.oplog import LogSettings
 from mpmarket.net.server import MarketManager, new_authkey, start_server
 from mpmarket.net.wire import Address, format_address
 from mpmarket.proc.context import process_context
+from mpmarket.proc.interrupts import Interrupts, blocked
 from mpmarket.proc.lifeline import STOP_GRACE, TERMINATE_GRACE, ChildProcess
 from mpmarket.products import Product
 from mpmarket.run.fleet import SERVER_DEATH_GRACE, AgentFleet, AgentState, server_died
@@ -88,6 +100,9 @@ class LocalRun:
     agents attach to that market, the runner first trying for
     ``connect_timeout`` seconds; ``close_market`` closes it once this run's
     consumers are done. See the module docstring.
+
+    ``interrupts``: where a stop is asked; by default the one installed
+    (``Interrupts.installed()``), else Python's own KeyboardInterrupt.
     """
 
     def __init__(
@@ -108,6 +123,7 @@ class LocalRun:
         kills: tuple[tuple[float, str], ...] = (),
         audit: bool = False,
         agents_per_process: int = 1,
+        interrupts: Interrupts | None = None,
     ) -> None:
         if connect is not None and authkey is None:
             raise ValueError("connect needs the market's authkey")
@@ -144,14 +160,20 @@ class LocalRun:
         )
         self._manager: MarketManager | None = None
         self._market: MarketProxy | None = None
-        self._fleet = AgentFleet(self.ctx)
+        self.interrupts = interrupts or Interrupts.installed() or Interrupts()
+        self._fleet = AgentFleet(self.ctx, self.interrupts)
 
     def run(self) -> RunReport:
-        """Run to the end (or the first failure); KeyboardInterrupt is reported."""
+        """Run to the end (or the first failure); a stop asked is reported."""
+        with self.interrupts.deferred():
+            return self._run()
+
+    def _run(self) -> RunReport:
         report = self.report
         report.started_utc = utc_now()
         market_started = shutdown_started = None
         try:
+            self.interrupts.check()
             address, authkey = self._attach()
             self._fleet.spawn(self.workload, self.agents_per_process, address, authkey)
             self._fleet.wait_ready(self._server())
@@ -163,9 +185,12 @@ class LocalRun:
             self._finished = True
             assert self._market is not None
             elapsed = time.perf_counter() - market_started
-            self._watch.sample(self._market, self._fleet.agents, elapsed, final=True)
+            self._sample(elapsed, final=True)
         except KeyboardInterrupt:
-            report.interrupted = True
+            # A signal, or Python's own KeyboardInterrupt (no reason recorded);
+            # not a request (stdout lost), unless a signal came too.
+            report.interrupted = self.interrupts.signalled or not self.interrupts.stopping
+            report.stopped_by = self.interrupts.reason or "SIGINT"
         except StallError as error:
             report.stall = list(error.lines)
         except MarketLostError as error:
@@ -185,6 +210,9 @@ class LocalRun:
             except KeyboardInterrupt:  # a second Ctrl-C: no more grace
                 report.interrupted = True
                 self._kill_everything()
+            if self.interrupts.signalled and not report.interrupted:  # during the shutdown
+                report.interrupted = True
+                report.stopped_by = signal.Signals(self.interrupts.signals[0]).name
             report.violations += verify_orders(self.workload, report.orders)
             sold = report.books.sold_per_producer if report.books is not None else ()
             report.agents = self._fleet.stats(sold)
@@ -206,17 +234,23 @@ class LocalRun:
             assert authkey is not None
         else:
             authkey = new_authkey()
-            self._manager = start_server(
-                self.workload.queue_size_per_producer,
-                authkey=authkey,
-                ctx=self.ctx,
-                log=self.log,
-            )
+            with blocked((signal.SIGINT, signal.SIGHUP)):  # the server inherits them blocked
+                self._manager = start_server(
+                    self.workload.queue_size_per_producer,
+                    authkey=authkey,
+                    ctx=self.ctx,
+                    log=self.log,
+                )
             address = self._manager.address
         try:
-            self._market = connect(
-                address, authkey, timeout=self.connect_timeout, role="runner", name="mpmarket run"
-            )
+            with self.interrupts.interruptible():  # it may retry for connect_timeout
+                self._market = connect(
+                    address,
+                    authkey,
+                    timeout=self.connect_timeout,
+                    role="runner",
+                    name="mpmarket run",
+                )
         except MarketUnavailableError:
             self.report.attach_failed = True
             raise
@@ -240,8 +274,7 @@ class LocalRun:
         while consumers_left or producers_left:
             now = time.monotonic()
             if now >= next_sample:
-                assert self._market is not None
-                self._watch.sample(self._market, agents, now - began)
+                self._sample(now - began)
                 next_sample = now + SAMPLE_INTERVAL_S
             while kills and now - began >= kills[0][0]:
                 self._fleet.kill(kills.pop(0)[1])
@@ -270,6 +303,21 @@ class LocalRun:
                             consumers_left -= 1
                         else:
                             producers_left = max(producers_left - 1, 0)
+
+    def _sample(self, elapsed: float, *, final: bool = False) -> None:
+        """Look at the market (``MarketWatch``); a stop asked cuts the calls short.
+
+        A call to a frozen server may wait seconds for its answer, so a
+        signal raises there at once; the connection of a call cut in two is
+        out of step and is dropped (the shutdown opens a new one).
+        """
+        assert self._market is not None
+        try:
+            with self.interrupts.interruptible():
+                self._watch.sample(self._market, self._fleet.agents, elapsed, final=final)
+        except KeyboardInterrupt:
+            self._market.disconnect()
+            raise
 
     def _lost_agent(self, agent: AgentState, end: Failed | Died) -> None:
         """An agent died or failed: give its cart back, report it, go on (or not).
@@ -315,6 +363,9 @@ class LocalRun:
         """
         own_market = self.connect is None
         server = self._server()
+        if self.interrupts.hurry:  # a second Ctrl-C before the shutdown began
+            self._kill_everything()
+            self._market = None
         if self.report.market_lost and server is not None:
             # Dead or frozen: a shutdown request would wait on it forever.
             with contextlib.suppress(OSError):
@@ -322,13 +373,17 @@ class LocalRun:
             self._market = None
         if self._market is not None:
             try:
-                if own_market or (self.close_market and self._finished):
-                    self._market.close()
-                # After the close: a publish between the two would be missing
-                # from the books but in its producer's count.
-                self.report.books = self._market.books()
+                with self.interrupts.raising(1):  # a frozen server: a second signal cuts it
+                    if own_market or (self.close_market and self._finished):
+                        self._market.close()
+                    # After the close: a publish between the two would be missing
+                    # from the books but in its producer's count.
+                    self.report.books = self._market.books()
             except MpmarketError:
                 pass
+            except KeyboardInterrupt:  # a call cut in two: its connection is out of step
+                self._market.disconnect()
+                self._market = None
         # A stopped consumer of a --connect run finishes the add it is in and
         # may order it: what was bought is printed, not lost.
         self._fleet.stop(
@@ -336,12 +391,14 @@ class LocalRun:
         )
         if self._market is not None:
             self._market.disconnect()
-        if self._manager is not None:
+        if self.interrupts.hurry:
+            self._kill_everything()
+        if self._manager is not None:  # at once if the server was killed
             with contextlib.suppress(OSError, EOFError, MarketUnavailableError):
                 self._manager.shutdown()
 
     def _kill_everything(self) -> None:
-        """The second Ctrl-C: no grace for anyone."""
+        """The second Ctrl-C: no grace for anyone (safe to call twice)."""
         self._fleet.kill_all()
         server = self._server()
         if server is not None and server.exitcode is None:
