@@ -12,6 +12,9 @@ The rule, the same for every command (docs/usage.md, "When the output fails"):
 - stderr fails the same ways: its lines are dropped and nothing else
   changes, as it carries only progress and diagnostics and there is nowhere
   left to tell (characters it cannot encode are escaped, as Python does);
+- a reader that reads no more (a full pipe) blocks a write: where a run
+  defers signals, a signal cuts that write, the stream is given up and the
+  run stops as the signal asks (exit 130);
 - a report file (--json, --html) that cannot be written: one line, exit 1
   if nothing graver happened; a regular file is replaced whole or not at all.
 
@@ -31,10 +34,12 @@ import contextlib
 import errno
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from mpmarket.cli.exitcodes import ExitCode
+from mpmarket.proc.interrupts import Interrupts
 
 __all__ = ["READER_GONE", "StdoutLostError", "echo", "finish_stdout", "guard_streams", "write_file"]
 
@@ -75,29 +80,57 @@ class StdoutLostError(Exception):
         return f"cannot write to stdout: {error}"  # ValueError: closed file
 
 
+@contextlib.contextmanager
+def _unless_a_signal_cuts_it(give_up: Callable[[], None]) -> Iterator[bool]:
+    """Around a write that may block (a reader that reads no more): a signal cuts it.
+
+    Where signals are deferred (a run), a write blocked on a full pipe would
+    hold a Ctrl-C or a SIGTERM for ever: there, a signal that comes during
+    the write raises at once, the stream is given up (``give_up``) and the
+    signal, recorded, stops the run where it looks. Elsewhere a signal
+    raises anyway.
+    """
+    interrupts = Interrupts.installed()
+    if interrupts is None or not interrupts.deferring:
+        yield True
+        return
+    try:
+        with interrupts.raising(interrupts.causes):
+            yield True
+    except KeyboardInterrupt:
+        give_up()
+
+
 class _GuardedStdout:
     """``sys.stdout``: its first failure raises StdoutLostError, what follows is dropped."""
 
     def __init__(self, stream: TextIO | None) -> None:
         self._stream = stream
         self.lost: StdoutLostError | None = None
+        self.given_up = False  # a signal cut a blocked write: what follows is dropped
 
     def write(self, text: str) -> int:
-        if self.lost is None:
+        if self.lost is None and not self.given_up:
             if self._stream is None:
                 raise self._lose(None)
             try:
-                return self._stream.write(text)
+                with _unless_a_signal_cuts_it(self._give_up):
+                    self._stream.write(text)
             except (OSError, ValueError) as error:
                 raise self._lose(error) from error
         return len(text)
 
     def flush(self) -> None:
-        if self.lost is None and self._stream is not None:
+        if self.lost is None and not self.given_up and self._stream is not None:
             try:
-                self._stream.flush()
+                with _unless_a_signal_cuts_it(self._give_up):
+                    self._stream.flush()
             except (OSError, ValueError) as error:
                 raise self._lose(error) from error
+
+    def _give_up(self) -> None:
+        self.given_up = True
+        _to_devnull(1)
 
     def _lose(self, error: BaseException | None) -> StdoutLostError:
         self.lost = StdoutLostError(error)
@@ -126,12 +159,14 @@ class _GuardedStderr:
     def write(self, text: str) -> int:
         if not self.failed and self._stream is not None:
             try:
-                try:
-                    return self._stream.write(text)
-                except UnicodeEncodeError:  # PYTHONIOENCODING=...:strict: escape, as Python does
-                    encoding = self._stream.encoding or "ascii"
-                    escaped = text.encode(encoding, "backslashreplace").decode(encoding)
-                    return self._stream.write(escaped)
+                with _unless_a_signal_cuts_it(self._fail):
+                    try:
+                        self._stream.write(text)
+                    except UnicodeEncodeError:  # PYTHONIOENCODING=...:strict: escape it
+                        encoding = self._stream.encoding or "ascii"
+                        self._stream.write(
+                            text.encode(encoding, "backslashreplace").decode(encoding)
+                        )
             except (OSError, ValueError):
                 self._fail()
         return len(text)
@@ -139,7 +174,8 @@ class _GuardedStderr:
     def flush(self) -> None:
         if not self.failed and self._stream is not None:
             try:
-                self._stream.flush()
+                with _unless_a_signal_cuts_it(self._fail):
+                    self._stream.flush()
             except (OSError, ValueError):
                 self._fail()
 

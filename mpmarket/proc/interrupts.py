@@ -52,7 +52,15 @@ from collections.abc import Iterable, Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["CHILD_IGNORED", "STOP_SIGNALS", "Interrupts", "blocked", "child_signals"]
+__all__ = [
+    "CHILD_IGNORED",
+    "STOP_SIGNALS",
+    "Interrupts",
+    "TimeLimitExpired",
+    "blocked",
+    "child_signals",
+    "time_limit",
+]
 
 # The signals that ask a process to stop.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -75,7 +83,6 @@ class Interrupts:
         self.reason: str | None = None  # the first: "SIGINT", ..., or a request's reason
         self._requests = 0
         self._deferred = 0
-        self._raised = False
         self._raise_after: int | None = None  # inside raising(): raise past this many causes
         self._forking = 0
         self._previous: dict[int, Any] = {}
@@ -142,8 +149,7 @@ class Interrupts:
             if self.causes > self._raise_after:
                 raise KeyboardInterrupt(self.reason)
             return
-        if not self._deferred and not self._raised:
-            self._raised = True
+        if not self._deferred and self.causes == 1:  # a stop under way is not interrupted
             raise KeyboardInterrupt(self.reason)
 
     def request(self, reason: str) -> None:
@@ -174,6 +180,11 @@ class Interrupts:
     def hurry(self) -> bool:
         """Asked twice (a second Ctrl-C): no more grace for anyone."""
         return self.causes >= 2
+
+    @property
+    def deferring(self) -> bool:
+        """Inside ``deferred()`` (and no ``raising()``): a signal is only recorded."""
+        return self._deferred > 0 and self._raise_after is None
 
     def check(self) -> None:
         """Raise KeyboardInterrupt if this process was asked to stop."""
@@ -233,6 +244,34 @@ class Interrupts:
     def interruptible(self) -> contextlib.AbstractContextManager[None]:
         """``raising(0)``: a stop asked before or during it raises at once."""
         return self.raising(0)
+
+
+class TimeLimitExpired(BaseException):
+    """``time_limit``'s: a BaseException, so that no ``except OSError`` retry swallows it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """TimeLimitExpired if the block takes longer than ``seconds`` (SIGALRM; main thread).
+
+    For calls that may wait long on a peer (a frozen server) and cannot be
+    given a timeout of their own (a connect retries on any OSError, so it is
+    not one). Off the main thread, no limit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(_signum: int, _frame: FrameType | None) -> None:
+        raise TimeLimitExpired(f"took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager

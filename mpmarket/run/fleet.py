@@ -35,6 +35,7 @@ from mpmarket.core.workload import ConsumerSpec, Workload
 from mpmarket.errors import MarketLostError, RunError
 from mpmarket.net.client import ATTACH_TIMEOUT
 from mpmarket.net.wire import Address
+from mpmarket.proc.flag import Flag
 from mpmarket.proc.forked import start_child
 from mpmarket.proc.interrupts import Interrupts
 from mpmarket.proc.lifeline import (
@@ -98,8 +99,9 @@ class AgentFleet:
         self.interrupts = interrupts if interrupts is not None else Interrupts()
         self.agents: list[AgentState] = []
         self._by_channel: dict[connection.Connection, list[AgentState]] = {}  # a process's agents
-        self._start = ctx.Event()
-        self._stop = ctx.Event()
+        # Not Events: their set() waits for every waiter to wake, and a frozen one never does.
+        self._start = Flag(ctx)
+        self._stop = Flag(ctx)
 
     def spawn(
         self, workload: Workload, agents_per_process: int, address: Address, authkey: bytes

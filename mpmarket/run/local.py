@@ -78,7 +78,7 @@ from mpmarket.net.oplog import LogSettings
 from mpmarket.net.server import MarketManager, new_authkey, start_server
 from mpmarket.net.wire import Address, format_address
 from mpmarket.proc.context import process_context
-from mpmarket.proc.interrupts import Interrupts, blocked
+from mpmarket.proc.interrupts import Interrupts, TimeLimitExpired, blocked, time_limit
 from mpmarket.proc.lifeline import STOP_GRACE, TERMINATE_GRACE, ChildProcess
 from mpmarket.products import Product
 from mpmarket.run.fleet import SERVER_DEATH_GRACE, AgentFleet, AgentState, server_died
@@ -89,6 +89,10 @@ from mpmarket.run.timeline import SAMPLE_INTERVAL_S
 from mpmarket.run.watch import MarketWatch
 
 __all__ = ["LocalRun"]
+
+# How long the shutdown's calls to the market (close, books) may take: a
+# healthy server answers in milliseconds; a frozen one is then killed.
+SHUTDOWN_CALLS_LIMIT = 2.0
 
 
 class LocalRun:
@@ -373,7 +377,9 @@ class LocalRun:
             self._market = None
         if self._market is not None:
             try:
-                with self.interrupts.raising(1):  # a frozen server: a second signal cuts it
+                # A frozen server would hold these calls for seconds: bounded,
+                # and a second signal cuts them.
+                with self.interrupts.raising(1), time_limit(SHUTDOWN_CALLS_LIMIT):
                     if own_market or (self.close_market and self._finished):
                         self._market.close()
                     # After the close: a publish between the two would be missing
@@ -381,9 +387,13 @@ class LocalRun:
                     self.report.books = self._market.books()
             except MpmarketError:
                 pass
-            except KeyboardInterrupt:  # a call cut in two: its connection is out of step
+            except (KeyboardInterrupt, TimeLimitExpired) as cut:
+                # A call cut in two: its connection is out of step, never used again.
                 self._market.disconnect()
                 self._market = None
+                if isinstance(cut, TimeLimitExpired) and server is not None:
+                    with contextlib.suppress(OSError):  # frozen: as a lost market is
+                        server.kill()
         # A stopped consumer of a --connect run finishes the add it is in and
         # may order it: what was bought is printed, not lost.
         self._fleet.stop(

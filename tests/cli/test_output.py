@@ -88,9 +88,9 @@ def test_a_run_whose_reader_goes_stops_quietly_in_order_and_writes_its_report(
     tmp_path, per_process
 ):
     report = tmp_path / "r.json"
+    args = [*LONG_RUN, "--json", str(report), "--agents-per-process", str(per_process)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "mpmarket", *LONG_RUN, "--json", str(report)]
-        + ["--agents-per-process", str(per_process)],
+        [sys.executable, "-m", "mpmarket", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
