@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from mpmarket import __version__
 from mpmarket.cli.exitcodes import ExitCode
 from mpmarket.cli.output import StdoutLostError, finish_stdout, guard_streams
 from mpmarket.errors import MarketUnavailableError, MpmarketError
-from mpmarket.proc.interrupts import Interrupts
+from mpmarket.proc.interrupts import CHILD_IGNORED, Interrupts
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -95,6 +96,12 @@ def main() -> None:
             code = lost.exit_code
             if not lost.reader_gone and not lost.reported:
                 _print_error(str(lost))
+        # The code is decided. Python puts its default handlers back as it
+        # finalizes, so a second Ctrl-C then would end the process by SIGINT:
+        # the terminal's signals are ignored from here (SIGTERM keeps its
+        # default, for a supervisor facing an exit that hangs).
+        for signum in CHILD_IGNORED:
+            signal.signal(signum, signal.SIG_IGN)
         sys.exit(code)
 
 

@@ -127,8 +127,27 @@ def assert_interrupted(run: Run, stderr: str, report: Path, signum: int) -> dict
     return document
 
 
+# multiprocessing's helpers (spawn, forkserver): not the run's server or agents.
+HELPERS = ("forkserver", "resource_tracker")
+
+
+def _ours(run: Run) -> list[psutil.Process]:
+    """The run's server and agent processes, without multiprocessing's helpers.
+
+    The helpers are the runner's children; under forkserver the agents are
+    the fork server's, and carry its command line.
+    """
+    found = []
+    for process in run.descendants():
+        with contextlib.suppress(psutil.Error):
+            helper = any(name in " ".join(process.cmdline()) for name in HELPERS)
+            if not (helper and process.ppid() == run.process.pid):
+                found.append(process)
+    return found
+
+
 def _agents(run: Run) -> int:
-    return len(run.descendants())
+    return len(_ours(run))
 
 
 @pytest.mark.parametrize(
@@ -155,8 +174,8 @@ def test_a_signal_while_spawned_agents_attach_stops_the_run(tmp_path):
     report = tmp_path / "r.json"
     args = [*LONG_RUN, "--start-method", "spawn", "--json", str(report)]
     with running(*args) as run:
-        # Server, resource tracker and 9 agents: they are starting Python and attaching.
-        run.wait_for(lambda: _agents(run) >= 11, "every agent process")
+        # The server and the 9 agents: they are starting Python and attaching.
+        run.wait_for(lambda: _agents(run) >= 10, "every agent process")
         stderr = run.stop_with(signal.SIGTERM, group=True)
         document = assert_interrupted(run, stderr, report, signal.SIGTERM)
         assert document["deaths"] == []
@@ -192,7 +211,7 @@ def test_a_signal_during_the_shutdown_stops_the_run(tmp_path):
         # Not the server (it listens); of the agents, the first started is a
         # producer (either will do: they make the same).
         run.wait_for(lambda: _agents(run) >= 4, "server and agents")
-        agents = [p for p in run.descendants() if not _listens(p)]
+        agents = [p for p in _ours(run) if not _listens(p)]
         producer = min(agents, key=lambda p: (p.create_time(), p.pid))
         producer.suspend()
         for _ in range(TO_BUY - 1):  # every order: the consumer is done, the shutdown begins
@@ -213,7 +232,7 @@ def test_a_frozen_producer_never_holds_the_shutdown(tmp_path):
     with running("run", str(config), "--json", str(report), stdout=subprocess.PIPE) as run:
         _first_line(run)
         run.wait_for(lambda: _agents(run) >= 4, "server and agents")
-        agents = [p for p in run.descendants() if not _listens(p)]
+        agents = [p for p in _ours(run) if not _listens(p)]
         producer = min(agents, key=lambda p: (p.create_time(), p.pid))
         with contextlib.suppress(psutil.NoSuchProcess):
             producer.suspend()
