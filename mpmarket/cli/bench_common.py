@@ -19,7 +19,9 @@ from rich.table import Table
 
 from mpmarket.bench.results import BenchResult, Case, parse_sizes
 from mpmarket.cli.exitcodes import ExitCode, fail
+from mpmarket.cli.output import write_file
 from mpmarket.errors import MarketUnavailableError, MpmarketError, WorkloadError
+from mpmarket.proc.interrupts import Interrupts
 
 __all__ = ["FIGURES", "cli_designs", "design_names", "format_result"]
 
@@ -128,6 +130,7 @@ def _execute(json_path: Path | None, call: Callable[[Callable[[str], None]], Any
     def progress(message: str) -> None:
         console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
 
+    interrupts = Interrupts.installed()
     try:
         result = call(progress)
     except KeyboardInterrupt:
@@ -138,9 +141,16 @@ def _execute(json_path: Path | None, call: Callable[[Callable[[str], None]], Any
         fail(console, str(error), ExitCode.UNREACHABLE)
     except MpmarketError as error:
         fail(console, str(error), ExitCode.RUN_FAILED)
+    if interrupts is not None and interrupts.signalled:  # a run of it stopped in order
+        fail(console, "interrupted", ExitCode.INTERRUPTED)
     console.print(format_result(result))
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        try:
+            write_file(json_path, json.dumps(result.to_json(), indent=2) + "\n")
+        except OSError as error:
+            fail(
+                console, f"cannot write {json_path}: {error.strerror or error}", ExitCode.RUN_FAILED
+            )
     failures = result.failed_checks
     for failure in failures:
         console.print(

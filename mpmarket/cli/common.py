@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import signal
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from mpmarket.cli.exitcodes import ExitCode, fail
+from mpmarket.cli.output import StdoutLostError, echo, write_file
 from mpmarket.errors import AuthkeyError
 from mpmarket.net.authkey import Authkey, load_authkey
 from mpmarket.net.oplog import LogSettings
+from mpmarket.proc.interrupts import Interrupts
 from mpmarket.products import Product
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport
 from mpmarket.run.timeline import Timeline
@@ -22,17 +24,49 @@ from mpmarket.view.html import render_html
 from mpmarket.view.live import LiveView
 from mpmarket.view.summary import result_lines
 
-__all__ = ["PrintingObserver", "interrupt", "load_key", "log_settings", "write_reports"]
+__all__ = [
+    "PrintingObserver",
+    "finish_line",
+    "load_key",
+    "log_settings",
+    "run_exit_code",
+    "stop_signals",
+    "write_reports",
+]
 
 
 def write_reports(
-    document: dict[str, Any], report: RunReport, json_path: Path | None, html_path: Path | None
-) -> None:
-    """The --json and --html files of a run."""
-    if json_path is not None:
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
-    if html_path is not None and report.timeline is not None:
-        html_path.write_text(render_html(document, report.timeline))
+    document: dict[str, Any],
+    report: RunReport,
+    json_path: Path | None,
+    html_path: Path | None,
+    interrupts: Interrupts | None = None,
+) -> list[str]:
+    """The --json and --html files of a run; a line for each that could not be written.
+
+    Each file is written whole or not at all (``output.write_file``). A
+    signal that comes while one is written (a pipe nobody reads blocks it)
+    drops that one: the signal never waits for a report.
+    """
+    interrupts = interrupts or Interrupts.installed() or Interrupts()
+    problems = []
+    files: list[tuple[Path | None, Callable[[], str]]] = [
+        (json_path, lambda: json.dumps(document, indent=2) + "\n")
+    ]
+    if report.timeline is not None:
+        timeline = report.timeline
+        files.append((html_path, lambda: render_html(document, timeline)))
+    for path, text in files:
+        if path is None:
+            continue
+        try:
+            with interrupts.raising(interrupts.causes):
+                write_file(path, text())
+        except OSError as error:
+            problems.append(f"cannot write {path}: {error.strerror or error}")
+        except KeyboardInterrupt:
+            problems.append(f"cannot write {path}: interrupted")
+    return problems
 
 
 def log_settings(
@@ -45,7 +79,13 @@ def log_settings(
 
 
 class PrintingObserver(RunObserver):
-    """Prints result lines on stdout and the live view on stderr as a run goes."""
+    """Prints result lines on stdout and the live view on stderr as a run goes.
+
+    When stdout takes no more (``output.StdoutLostError``: its reader went away,
+    it is closed or full), the run is asked to stop (``interrupts.request``)
+    and ``stdout_lost`` says why; later lines are dropped. A failing stderr
+    drops its own lines (``output``'s guard) and changes nothing.
+    """
 
     def __init__(
         self,
@@ -55,12 +95,15 @@ class PrintingObserver(RunObserver):
         started_at: float,
         print_orders: bool = True,
         print_deaths: bool = True,
+        interrupts: Interrupts | None = None,
     ) -> None:
         self.console = console
         self.print_orders = print_orders
         self.print_deaths = print_deaths
         self.view = LiveView(console, quiet=quiet)
         self.started_at = started_at
+        self.interrupts = interrupts or Interrupts.installed() or Interrupts()
+        self.stdout_lost: StdoutLostError | None = None
 
     def on_started(self, producers: int, consumers: int) -> None:
         self.view.start()
@@ -69,9 +112,12 @@ class PrintingObserver(RunObserver):
         self.view.update(timeline, time.perf_counter() - self.started_at)
 
     def on_order(self, consumer: str, products: list[Product]) -> None:
-        if self.print_orders:
-            sys.stdout.write(result_lines(consumer, products))
-            sys.stdout.flush()
+        if self.print_orders and self.stdout_lost is None:
+            try:
+                echo(result_lines(consumer, products), nl=False)
+            except StdoutLostError as lost:
+                self.stdout_lost = lost
+                self.interrupts.request("stdout")
 
     def on_agent_died(self, death: AgentDeath) -> None:
         if self.print_deaths:
@@ -83,9 +129,37 @@ class PrintingObserver(RunObserver):
         self.view.stop()
 
 
-def interrupt(signum: int, _frame: object) -> None:
-    """SIGTERM stops a run the way Ctrl-C does: orderly, with a summary."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def stop_signals() -> contextlib.AbstractContextManager[Interrupts]:
+    """The Interrupts ``main()`` installed; else one installed for the command's duration.
+
+    (A command runs without ``main()`` under click's test runner.)
+    """
+    installed = Interrupts.installed()
+    if installed is not None:
+        return contextlib.nullcontext(installed)
+    return Interrupts().install()
+
+
+def run_exit_code(report: RunReport, stdout_lost: StdoutLostError | None) -> int:
+    """A run's exit code: ``ExitCode.of(report)``, or stdout's if that stopped the run."""
+    code = ExitCode.of(report)
+    if stdout_lost is None or code == ExitCode.INTERRUPTED:
+        return code
+    if code == ExitCode.OK or report.stopped_by == "stdout":
+        return stdout_lost.exit_code
+    return code
+
+
+def finish_line(report: RunReport, stdout_lost: StdoutLostError | None) -> str | None:
+    """The last line on stderr of a run that was stopped: signal, or stdout lost."""
+    if report.interrupted:
+        return "[yellow]mpmarket: interrupted[/]"
+    if stdout_lost is not None and stdout_lost.reader_gone:
+        return "[yellow]mpmarket: stopped: stdout's reader went away[/]"
+    if stdout_lost is not None and not stdout_lost.reported:
+        stdout_lost.reported = True
+        return f"[bold red]mpmarket: error:[/] {stdout_lost}; the run was stopped"
+    return None
 
 
 def load_key(console: Console, key_file: Path | None, *, create: bool = False) -> Authkey:

@@ -1,15 +1,17 @@
 """The exit codes every mpmarket command shares, and the one-line failure.
 
 \b
-  0    success (serve: stopped by Ctrl-C or SIGTERM)
+  0    success (serve: stopped by Ctrl-C, SIGTERM or SIGHUP)
   1    the run failed: an agent died or reported an error, or an invariant broke
-       (serve: cannot listen on its address; bench: a check did not hold)
+       (serve: cannot listen on its address; bench: a check did not hold);
+       or stdout or a report file could not be written (closed, full, encoding)
   2    bad usage, a bad workload or a bad authkey (one line names what is wrong)
   3    the workload deadlocks: simulate predicts it can never finish, or a run
        stalled (no consumer made progress for --stall-timeout seconds)
   4    the market cannot be reached, refused the authkey, runs another version,
        or died during the run
-  130  interrupted (Ctrl-C or SIGTERM)
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): stopped in order
+  141  stdout's reader went away (as `yes | head`): stopped quietly, in order
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ExitCode(IntEnum):
     DEADLOCK = 3
     UNREACHABLE = 4
     INTERRUPTED = 130
+    READER_GONE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
     @classmethod
     def of(cls, report: RunReport) -> ExitCode:

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
+from mpmarket.cli.output import echo
 from mpmarket.core.dump import dump_course_json, dump_toml
 from mpmarket.core.generate import generate
 
@@ -101,7 +102,7 @@ def gen(
     )
     text = dump_toml(workload) if file_format == "toml" else dump_course_json(workload)
     if str(output) == "-":
-        click.echo(text, nl=False)
+        echo(text, nl=False)
         return
     try:
         output.write_text(text, encoding="utf-8")

@@ -11,14 +11,19 @@ Each command's help ends with the exit codes of ``mpmarket.cli.exitcodes``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from mpmarket import __version__
-from mpmarket.cli.exitcodes import ExitCode, fail
+from mpmarket.cli.exitcodes import ExitCode
+from mpmarket.cli.output import StdoutLostError, finish_stdout, guard_streams
 from mpmarket.errors import MarketUnavailableError, MpmarketError
+from mpmarket.proc.interrupts import CHILD_IGNORED, Interrupts
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -74,17 +79,84 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script: one exit code, whatever happens.
+
+    The streams are guarded (``output.guard_streams``: a stdout that fails
+    raises StdoutLostError, a stderr that fails is dropped) and the stop signals
+    handled (``Interrupts``): a command that does not defer them gets
+    KeyboardInterrupt, which exits 130 with one line; ``run``, ``stress`` and
+    ``serve`` defer them and stop in order.
+    """
+    guard_streams()
+    interrupts = Interrupts().install()
+    code = _invoke()
+    with interrupts.deferred():  # the end is not interrupted: a signal now is only recorded
+        lost = finish_stdout()
+        if lost is not None and code == ExitCode.OK:
+            code = lost.exit_code
+            if not lost.reader_gone and not lost.reported:
+                _print_error(str(lost))
+        # The code is decided. Python puts its default handlers back as it
+        # finalizes, so a second Ctrl-C then would end the process by SIGINT:
+        # the terminal's signals are ignored from here (SIGTERM keeps its
+        # default, for a supervisor facing an exit that hangs).
+        for signum in CHILD_IGNORED:
+            signal.signal(signum, signal.SIG_IGN)
+        sys.exit(code)
+
+
+def _invoke() -> int:
+    """Run the command line; its exit code."""
     try:
-        cli.main(prog_name="mpmarket", standalone_mode=True)
+        result = cli.main(prog_name="mpmarket", standalone_mode=False)
+        return result if isinstance(result, int) else ExitCode.OK
+    except SystemExit as exit_:
+        return _exit_code(exit_.code)
+    except click.exceptions.Abort as abort:  # click's form of KeyboardInterrupt
+        if isinstance(abort.__context__, KeyboardInterrupt):
+            return _interrupted()
+        _print_error("aborted")
+        return ExitCode.RUN_FAILED
+    except KeyboardInterrupt:
+        return _interrupted()
+    except click.ClickException as error:
+        with contextlib.suppress(OSError, ValueError, StdoutLostError):
+            error.show()
+        return error.exit_code
+    except StdoutLostError as lost:
+        if not lost.reader_gone and not lost.reported:
+            _print_error(str(lost))
+        return lost.exit_code
     except MarketUnavailableError as error:  # pragma: no cover - commands map their own
-        fail(_stderr(), str(error), ExitCode.UNREACHABLE)
+        _print_error(str(error))
+        return ExitCode.UNREACHABLE
     except MpmarketError as error:  # pragma: no cover - commands map their own
-        fail(_stderr(), str(error), ExitCode.RUN_FAILED)
+        _print_error(str(error))
+        return ExitCode.RUN_FAILED
+
+
+def _exit_code(code: object) -> int:
+    """What ``sys.exit(code)`` exits with."""
+    if code is None:
+        return ExitCode.OK
+    if isinstance(code, int):
+        return code
+    _print_error(str(code))
+    return ExitCode.RUN_FAILED
+
+
+def _interrupted() -> int:
+    """A command stopped by a signal before it could defer it."""
+    _stderr().print("[yellow]mpmarket: interrupted[/]")
+    return ExitCode.INTERRUPTED
+
+
+def _print_error(message: str) -> None:
+    _stderr().print(f"[bold red]mpmarket: error:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def _stderr() -> Console:
-    """A rich console on stderr, imported only on the way out of a failure."""
+    """A rich console on stderr, imported only on the way out."""
     from rich.console import Console
 
     return Console(stderr=True)

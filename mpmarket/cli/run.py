@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
@@ -10,7 +9,15 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from mpmarket.cli.common import PrintingObserver, interrupt, load_key, log_settings, write_reports
+from mpmarket.cli.common import (
+    PrintingObserver,
+    finish_line,
+    load_key,
+    log_settings,
+    run_exit_code,
+    stop_signals,
+    write_reports,
+)
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
 from mpmarket.cli.options import (
     ADDRESS,
@@ -174,40 +181,55 @@ def run(
             raise click.UsageError(str(error)) from None
         authkey = load_key(console, authkey_file).secret
 
-    observer = PrintingObserver(console, quiet=quiet, started_at=started_at)
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        report = LocalRun(
-            workload,
-            observer=observer,
-            start_method=start_method,
-            log=log_settings(log_file, log_level, log_max_bytes, log_backups),
-            started_at=started_at,
-            connect=connect,
-            authkey=authkey,
-            connect_timeout=connect_timeout,
-            close_market=close_market,
-            fail_fast=fail_fast,
-            stall_timeout=stall_timeout,
-            agents_per_process=agents_per_process,
-            market=market,
-        ).run()
-    finally:
-        observer.close()
+    with stop_signals() as interrupts, interrupts.deferred():
+        observer = PrintingObserver(
+            console, quiet=quiet, started_at=started_at, interrupts=interrupts
+        )
+        try:
+            report = LocalRun(
+                workload,
+                observer=observer,
+                start_method=start_method,
+                log=log_settings(log_file, log_level, log_max_bytes, log_backups),
+                started_at=started_at,
+                connect=connect,
+                authkey=authkey,
+                connect_timeout=connect_timeout,
+                close_market=close_market,
+                fail_fast=fail_fast,
+                stall_timeout=stall_timeout,
+                agents_per_process=agents_per_process,
+                market=market,
+                interrupts=interrupts,
+            ).run()
+        finally:
+            observer.close()
 
-    code = ExitCode.of(report)
-    # The ideal makespan, in milliseconds after the run (not in its timings);
-    # meaningless for a part of a workload run against a shared market.
-    ideal = simulate(workload).makespan if connect is None else None
-    if not quiet and not report.attach_failed:
-        for table in format_agents(report):
-            console.print(table)
-        console.print(format_summary(report, ideal))
-    write_reports(report_to_json(report, code, ideal), report, json_path, html_path)
-    for failure in [*report.failures, *report.violations]:
-        console.print(f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True)
-    for line in report.stall:
-        console.print(f"[bold red]mpmarket:[/] {line}", highlight=False, soft_wrap=True)
-    if report.interrupted:
-        console.print("[yellow]mpmarket: interrupted[/]")
-    sys.exit(code)
+        lost = observer.stdout_lost
+        if lost is not None and not lost.reader_gone:
+            report.failures.append(f"{lost}; the run was stopped")
+            lost.reported = True
+        code = run_exit_code(report, lost)
+        # The ideal makespan, in milliseconds after the run (not in its timings);
+        # meaningless for a part of a workload run against a shared market.
+        ideal = simulate(workload).makespan if connect is None else None
+        if not quiet and not report.attach_failed:
+            for table in format_agents(report):
+                console.print(table)
+            console.print(format_summary(report, ideal))
+        problems = write_reports(report_to_json(report, code, ideal), report, json_path, html_path)
+        for failure in [*report.failures, *report.violations, *problems]:
+            console.print(
+                f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True
+            )
+        for line in report.stall:
+            console.print(f"[bold red]mpmarket:[/] {line}", highlight=False, soft_wrap=True)
+        if problems and code == ExitCode.OK:
+            code = ExitCode.RUN_FAILED
+        if interrupts.signalled:  # also one that came after the run, during its reports
+            report.interrupted = True
+            code = ExitCode.INTERRUPTED
+        last = finish_line(report, lost)
+        if last is not None:
+            console.print(last, highlight=False, soft_wrap=True)
+        sys.exit(code)

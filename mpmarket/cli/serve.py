@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import sys
 import time
@@ -12,14 +11,14 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from mpmarket.cli.common import interrupt, log_settings
+from mpmarket.cli.common import log_settings, stop_signals
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
 from mpmarket.cli.options import ADDRESS, DEFAULT_ADDRESS, authkey_option, log_options, quiet_option
 from mpmarket.core.market import Marketplace
 from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import AuthkeyError
 from mpmarket.net.authkey import ENV_VAR, Authkey, load_authkey, require_explicit_key
-from mpmarket.net.server import CART_LEASE_S, ServedMarket
+from mpmarket.net.server import CART_LEASE_S, SERVE_DRAIN_GRACE, ServedMarket
 from mpmarket.net.wire import (
     DEFAULT_MAX_REQUEST_SIZE,
     MIN_MAX_REQUEST_SIZE,
@@ -27,6 +26,7 @@ from mpmarket.net.wire import (
     format_address,
     is_loopback,
 )
+from mpmarket.proc.interrupts import Interrupts
 from mpmarket.view.status import format_serve_line, format_serve_summary, format_serve_view
 
 __all__ = ["serve"]
@@ -101,7 +101,7 @@ def serve(
     key. Listening on anything but loopback needs an explicit key: whoever
     holds it can run code in this process (BaseManager speaks pickle).
 
-    On Ctrl-C or SIGTERM the market is closed (attached producers end
+    On Ctrl-C, SIGTERM or SIGHUP the market is closed (attached producers end
     cleanly), a summary is printed, and serve exits 0.
 
     \b
@@ -133,29 +133,29 @@ def serve(
         reason = (error.strerror or str(error)).lower()
         fail(console, f"cannot listen on {format_address(listen)}: {reason}", ExitCode.RUN_FAILED)
     address = format_address(served.address)
-    signal.signal(signal.SIGTERM, interrupt)
-    started = time.monotonic()
-    try:
+    with stop_signals() as interrupts, interrupts.deferred():
+        started = time.monotonic()
         served.start()
         console.print(
             _serve_start_line(served.address, key, created), highlight=False, soft_wrap=True
         )
         if not quiet:
-            _watch(console, served, address, started)
+            _watch(console, served, address, started, interrupts)
         else:
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # one stop is enough
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    served.stop()
-    if not quiet:
-        books = market.books()
-        console.print(
-            format_serve_summary(address, books, time.monotonic() - started, served.refused)
-        )
-    sys.exit(ExitCode.OK)
+            while not interrupts.wait(3600):
+                pass
+        # Close the market, then give the clients a moment to leave (a second
+        # signal: no more).
+        served.stop(grace=0)
+        deadline = time.monotonic() + SERVE_DRAIN_GRACE
+        while served.connections() and time.monotonic() < deadline and not interrupts.hurry:
+            interrupts.wait(0.02)
+        if not quiet:
+            books = market.books()
+            console.print(
+                format_serve_summary(address, books, time.monotonic() - started, served.refused)
+            )
+        sys.exit(ExitCode.OK)
 
 
 def _serve_start_line(address: Address, key: Authkey, created: bool) -> str:
@@ -175,21 +175,22 @@ def _serve_start_line(address: Address, key: Authkey, created: bool) -> str:
     return f"mpmarket: serving on {format_address(address)}, {where}; attach with: {attach}"
 
 
-def _watch(console: Console, served: ServedMarket, address: str, started: float) -> None:
-    """serve's live view until Ctrl-C: redrawn on a terminal, else plain lines."""
+def _watch(
+    console: Console, served: ServedMarket, address: str, started: float, interrupts: Interrupts
+) -> None:
+    """serve's live view until a stop signal: redrawn on a terminal, else plain lines."""
     if console.is_terminal:
         view = format_serve_view(address, served.market.books(), served.agents(), 0.0)
         with Live(view, console=console, auto_refresh=False, transient=True) as live:
-            while True:
-                time.sleep(SERVE_VIEW_INTERVAL_S)
+            while not interrupts.wait(SERVE_VIEW_INTERVAL_S):
                 up = time.monotonic() - started
                 live.update(
                     format_serve_view(address, served.market.books(), served.agents(), up),
                     refresh=True,
                 )
+        return
     last = None
-    while True:
-        time.sleep(SERVE_LOG_INTERVAL_S)
+    while not interrupts.wait(SERVE_LOG_INTERVAL_S):
         books, agents = served.market.books(), served.agents()
         state = (books, tuple((a.name, a.role, a.host) for a in agents))
         if state != last:

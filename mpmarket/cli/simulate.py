@@ -10,6 +10,7 @@ from rich.console import Console
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
 from mpmarket.cli.options import workload_options
+from mpmarket.cli.output import echo
 from mpmarket.core.simulate import simulate
 from mpmarket.errors import WorkloadError
 from mpmarket.run.settings import RunOptionsError, workload_from_options
@@ -54,8 +55,8 @@ def simulate_command(
         fail(console, str(error), ExitCode.USAGE)
     ideal = simulate(workload)
     for line in format_simulation(ideal, "ideal"):
-        click.echo(line)
+        echo(line)
     if poll:
         for line in format_simulation(simulate(workload, poll=True), "polling"):
-            click.echo(line)
+            echo(line)
     sys.exit(ExitCode.DEADLOCK if ideal.deadlock else ExitCode.OK)

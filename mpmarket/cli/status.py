@@ -17,6 +17,7 @@ from mpmarket.cli.options import (
     authkey_option,
     connect_timeout_option,
 )
+from mpmarket.cli.output import echo
 from mpmarket.errors import MarketUnavailableError
 from mpmarket.net.client import connect as attach
 from mpmarket.net.wire import Address, format_address
@@ -61,6 +62,6 @@ def status(
         fail(console, str(error), ExitCode.UNREACHABLE)
     address = format_address(connect)
     if as_json:
-        click.echo(json.dumps(status_to_json(address, snapshot, agents, problems), indent=2))
+        echo(json.dumps(status_to_json(address, snapshot, agents, problems), indent=2))
     else:
         Console().print(format_status(address, snapshot, agents))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from mpmarket.cli.common import PrintingObserver, interrupt, write_reports
+from mpmarket.cli.common import PrintingObserver, stop_signals, write_reports
 from mpmarket.cli.exitcodes import EPILOG, ExitCode
 from mpmarket.cli.options import (
     agents_per_process_option,
@@ -19,6 +18,7 @@ from mpmarket.cli.options import (
     quiet_option,
     start_method_option,
 )
+from mpmarket.cli.output import StdoutLostError, echo
 from mpmarket.errors import WorkloadError
 from mpmarket.run.stress import plan_stress, run_stress, stress_verdict
 from mpmarket.view.summary import format_summary, report_to_json
@@ -117,43 +117,66 @@ def stress(
         )
     except WorkloadError as error:
         raise click.UsageError(str(error).removeprefix("<stress>: ")) from None
-    # Planned kills are no news; --quiet keeps them out of stderr.
-    observer = PrintingObserver(
-        console, quiet=quiet, started_at=started_at, print_orders=False, print_deaths=not quiet
-    )
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        result = run_stress(
-            plan, observer=observer, start_method=start_method, started_at=started_at
+    with stop_signals() as interrupts, interrupts.deferred():
+        # Planned kills are no news; --quiet keeps them out of stderr.
+        observer = PrintingObserver(
+            console,
+            quiet=quiet,
+            started_at=started_at,
+            print_orders=False,
+            print_deaths=not quiet,
+            interrupts=interrupts,
         )
-    finally:
-        observer.close()
-    report = result.report
-    code = stress_verdict(result, ExitCode.of(report), ok=ExitCode.OK, failed=ExitCode.RUN_FAILED)
-    if not quiet:
-        console.print(format_summary(report))
-    document = report_to_json(report, code) | {
-        "stress": {
-            "duration_s": duration,
-            "seed": seed,
-            "agents_per_process": agents_per_process,
-            "kills": [
-                {"at_s": at, "agent": name, "process": list(plan.casualties[name])}
-                for at, name in plan.kills
-            ],
-            "problems": result.problems,
-            "ok": result.ok,
+        try:
+            result = run_stress(
+                plan, observer=observer, start_method=start_method, started_at=started_at
+            )
+        finally:
+            observer.close()
+        report = result.report
+        code = stress_verdict(
+            result, ExitCode.of(report), ok=ExitCode.OK, failed=ExitCode.RUN_FAILED
+        )
+        if not quiet:
+            console.print(format_summary(report))
+        document = report_to_json(report, code) | {
+            "stress": {
+                "duration_s": duration,
+                "seed": seed,
+                "agents_per_process": agents_per_process,
+                "kills": [
+                    {"at_s": at, "agent": name, "process": list(plan.casualties[name])}
+                    for at, name in plan.kills
+                ],
+                "problems": result.problems,
+                "ok": result.ok,
+            }
         }
-    }
-    write_reports(document, report, json_path, html_path)
-    for problem in result.problems:
-        console.print(
-            f"[bold red]mpmarket: violation:[/] {problem}", highlight=False, soft_wrap=True
-        )
-    rate = report.products_bought / report.market_s if report.market_s else 0.0
-    verdict = "OK" if result.ok and code == ExitCode.OK else "FAILED"
-    click.echo(
-        f"stress {verdict}: {report.products_bought} products bought in {report.market_s:.1f} s "
-        f"({rate:,.0f}/s), {len(report.deaths)} agents killed, {len(result.problems)} violations"
-    )
-    sys.exit(code)
+        problems = write_reports(document, report, json_path, html_path)
+        for problem in result.problems:
+            console.print(
+                f"[bold red]mpmarket: violation:[/] {problem}", highlight=False, soft_wrap=True
+            )
+        for problem in problems:
+            console.print(f"[bold red]mpmarket: error:[/] {problem}", highlight=False)
+        if problems and code == ExitCode.OK:
+            code = ExitCode.RUN_FAILED
+        if interrupts.signalled:  # also one that came after the run, during its reports
+            report.interrupted = True
+            code = ExitCode.INTERRUPTED
+        rate = report.products_bought / report.market_s if report.market_s else 0.0
+        verdict = "OK" if result.ok and code == ExitCode.OK else "FAILED"
+        try:
+            echo(
+                f"stress {verdict}: {report.products_bought} products bought in "
+                f"{report.market_s:.1f} s ({rate:,.0f}/s), {len(report.deaths)} agents killed, "
+                f"{len(result.problems)} violations"
+            )
+        except StdoutLostError as lost:  # the verdict is stdout's only line
+            if code == ExitCode.OK:
+                code = ExitCode(lost.exit_code)
+                if not lost.reader_gone:
+                    console.print(f"[bold red]mpmarket: error:[/] {lost}", highlight=False)
+        if report.interrupted:
+            console.print("[yellow]mpmarket: interrupted[/]")
+        sys.exit(code)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode
+from mpmarket.cli.output import echo
 from mpmarket.core.load import load_workload
 from mpmarket.core.simulate import simulate
 from mpmarket.errors import WorkloadError
@@ -43,7 +44,7 @@ def validate(configs: tuple[Path, ...]) -> None:
         kinds = {step.product for spec in workload.producers for step in spec.steps}
         kinds |= {op.product for spec in workload.consumers for s in spec.sessions for op in s}
         outcome = simulate(workload)
-        click.echo(
+        echo(
             f"{config}: {len(workload.producers)} producers, {len(workload.consumers)} consumers, "
             f"{len(kinds)} products, {workload.sessions} sessions, "
             f"{workload.products_to_buy} products to buy, queue size "
@@ -51,9 +52,9 @@ def validate(configs: tuple[Path, ...]) -> None:
         )
         if outcome.deadlock is not None:
             for line in outcome.deadlock.explain():
-                click.echo(f"{config}: {line}")
+                echo(f"{config}: {line}")
             if worst == ExitCode.OK:
                 worst = ExitCode.DEADLOCK
         else:
-            click.echo(f"{config}: ideal makespan {outcome.makespan:.3f} s")
+            echo(f"{config}: ideal makespan {outcome.makespan:.3f} s")
     sys.exit(worst)

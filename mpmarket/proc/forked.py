@@ -35,6 +35,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from mpmarket.proc.interrupts import blocked
 from mpmarket.proc.lifeline import ChildProcess
 
 __all__ = ["ForkedProcess", "start_child"]
@@ -142,7 +143,12 @@ def _flush_std_streams() -> None:
 def start_child(
     ctx: BaseContext, target: Callable[..., object], name: str, args: tuple[Any, ...]
 ) -> ChildProcess:
-    """Start ``target(*args)`` in a child: a bare fork under fork, else ``ctx.Process``."""
+    """Start ``target(*args)`` in a child: a bare fork under fork, else ``ctx.Process``.
+
+    The child starts with the stop signals blocked (``interrupts.blocked``):
+    ``target`` sets its handlers and lets them in (``interrupts.child_signals``),
+    so a Ctrl-C sent to the whole group cannot catch the child half-born.
+    """
     child: ChildProcess
     if ctx.get_start_method() == "fork":
         child = ForkedProcess(target, name, args)
@@ -150,5 +156,6 @@ def start_child(
         # Every concrete context has a Process class; typeshed's BaseContext has none.
         process_class: type[BaseProcess] = ctx.Process  # type: ignore[attr-defined]
         child = process_class(target=target, name=name, args=args, daemon=True)
-    child.start()
+    with blocked():
+        child.start()
     return child

@@ -13,7 +13,6 @@ Order, Done, Stats, Closed, Failed), on the one pipe of its process.
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import traceback
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketE
 from mpmarket.net.classic import attach_classic_agent
 from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
 from mpmarket.net.wire import Address
+from mpmarket.proc.interrupts import child_signals
 from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
 from mpmarket.products import Product
 from mpmarket.run.messages import AgentMessage, Closed, Done, Failed, Order, Ready, Stats, encode
@@ -55,7 +55,7 @@ def process_main(
     pipe, carrying the agent's place in ``members`` as its slot. ``market``
     is the kind of market at ``address``: mpmarket's, or ``"classic"``.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C
+    child_signals()  # the runner acts on Ctrl-C and SIGHUP; SIGTERM ends this process
     lifeline = Lifeline(parent_pid)
     sending = threading.Lock()
 

@@ -44,6 +44,7 @@ from mpmarket.net.client import ATTACH_TIMEOUT
 from mpmarket.net.wire import Address
 from mpmarket.proc.flag import ProcessFlag
 from mpmarket.proc.forked import start_child
+from mpmarket.proc.interrupts import Interrupts
 from mpmarket.proc.lifeline import (
     STOP_GRACE,
     TERMINATE_GRACE,
@@ -92,10 +93,19 @@ Received = list[tuple[AgentState, AgentMessage]]
 
 
 class AgentFleet:
-    """The agent processes of one run, with a pipe each and one start barrier."""
+    """The agent processes of one run, with a pipe each and one start barrier.
 
-    def __init__(self, ctx: BaseContext, *, market: str = "mpmarket") -> None:
+    ``interrupts`` is where a stop is asked (a signal, stdout lost): spawning
+    and every wait look at it, and its wake-up pipe ends a wait at once. A
+    stop raises KeyboardInterrupt before any pipe is read, so that nothing
+    read is dropped: what waits in the pipes is read by ``stop()``.
+    """
+
+    def __init__(
+        self, ctx: BaseContext, interrupts: Interrupts | None = None, *, market: str = "mpmarket"
+    ) -> None:
         self.ctx = ctx
+        self.interrupts = interrupts if interrupts is not None else Interrupts()
         self.market = market  # which market the agents attach to (agent.process_main)
         self.agents: list[AgentState] = []
         self._by_channel: dict[connection.Connection, list[AgentState]] = {}  # a process's agents
@@ -107,8 +117,13 @@ class AgentFleet:
     def spawn(
         self, workload: Workload, agents_per_process: int, address: Address, authkey: bytes
     ) -> None:
-        """Start the agent processes: producers, then consumers, packed by role."""
+        """Start the agent processes: producers, then consumers, packed by role.
+
+        A stop asked meanwhile ends it between two processes (KeyboardInterrupt):
+        every process started is tracked, and ``stop()`` ends it.
+        """
         for members in pack_agents(workload, agents_per_process):
+            self.interrupts.check()
             self._spawn_process(members, address, authkey)
 
     def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
@@ -188,13 +203,24 @@ class AgentFleet:
         """Wait for pipes and sentinels; return messages, deaths as ``Died``.
 
         A process that ends takes every unfinished agent of its with it. The
-        death of ``server`` (a local run's) raises MarketLostError at once.
+        death of ``server`` (a local run's) raises MarketLostError at once. A
+        stop asked (``interrupts``) raises KeyboardInterrupt, before any pipe is read.
         """
+        self.interrupts.check()
         handles: list[Any] = [channel for channel in self._by_channel if not channel.closed]
         if server is not None:
             handles.append(server.sentinel)
+        wake = self.interrupts.fileno()
+        if wake is not None:
+            handles.append(wake)
+        ready = connection.wait(handles, timeout)
+        if wake in ready:
+            self.interrupts.drain()
+            self.interrupts.check()
         messages: Received = []
-        for handle in connection.wait(handles, timeout):
+        for handle in ready:
+            if handle == wake:
+                continue
             if not isinstance(handle, connection.Connection):
                 assert server is not None and handle == server.sentinel
                 server.join(SERVER_DEATH_GRACE)  # its sentinel can come before its status
@@ -266,14 +292,19 @@ class AgentFleet:
         """Stop every agent, every step bounded: ask, drain for ``grace``, terminate, kill.
 
         Orders that come while draining go to ``on_order``: what was bought
-        is printed, not lost.
+        is printed, not lost. Asked twice to stop (``interrupts.hurry``, a
+        second Ctrl-C), it kills at once, before or during the drain.
         """
         self._stop.set()
         self._start.set()  # agents still at the barrier see the stop
         try:
             self._drain(grace, on_order)
         finally:
-            stop_processes(self.processes(), 0.0, TERMINATE_GRACE)
+            if self.interrupts.hurry:
+                self.kill_all()
+            else:
+                stop_processes(self.processes(), 0.0, TERMINATE_GRACE)
+            self._pass_on_orders(on_order)  # what the last of them said before they ended
             for channel in self._by_channel:
                 channel.close()
 
@@ -286,25 +317,45 @@ class AgentFleet:
         join_all(processes, TERMINATE_GRACE)
 
     def _drain(self, timeout: float, on_order: Callable[[AgentState, list[Product]], None]) -> None:
-        """Join the agents for up to ``timeout``, still passing on their orders."""
+        """Join the agents for up to ``timeout``, still passing on their orders.
+
+        Asked twice to stop (``interrupts.hurry``), it returns at once.
+        """
         deadline = time.monotonic() + timeout
-        while True:
+        wake = self.interrupts.fileno()
+        while not self.interrupts.hurry:
             handles: list[Any] = [channel for channel in self._by_channel if not channel.closed]
             handles += [p.sentinel for p in self.processes() if p.exitcode is None]
             remaining = deadline - time.monotonic()
             if not handles or remaining <= 0:
                 return
+            if wake is not None:
+                handles.append(wake)
             for handle in connection.wait(handles, remaining):
+                if handle == wake:
+                    self.interrupts.drain()
+                    continue
                 if not isinstance(handle, connection.Connection):
                     continue  # a sentinel: its pipe reports the end
-                try:
-                    received = self._read_pipe(handle)[0]
-                except MessageError:  # the run is ending: stop reading this pipe
-                    handle.close()
-                    continue
-                for agent, message in received:
-                    if isinstance(message, Order):
-                        on_order(agent, message.products)
+                self._pass_on_orders(on_order, [handle])
+
+    def _pass_on_orders(
+        self,
+        on_order: Callable[[AgentState, list[Product]], None],
+        channels: Sequence[connection.Connection] | None = None,
+    ) -> None:
+        """Read what waits in ``channels`` (all by default) and pass its orders on."""
+        for channel in self._by_channel if channels is None else channels:
+            if channel.closed:
+                continue
+            try:
+                received = self._read_pipe(channel)[0]
+            except MessageError:  # the run is ending: stop reading this pipe
+                channel.close()
+                continue
+            for agent, message in received:
+                if isinstance(message, Order):
+                    on_order(agent, message.products)
 
 
 def how_it_ended(process: ChildProcess | None) -> str:

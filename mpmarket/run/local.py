@@ -45,12 +45,23 @@ name, and the others keep running (``fail_fast`` stops the run instead). The
 run samples the market every ``SAMPLE_INTERVAL_S``: when no consumer makes
 progress for ``stall_timeout`` seconds, it stops and explains who waits for
 what (``stall.diagnose``). A local server that dies ends the run at once.
+
+Stops asked from outside. A signal (SIGINT, SIGTERM, SIGHUP) or a request
+(the CLI's stdout lost) is recorded by ``interrupts`` (``proc.interrupts``,
+the one the command installed) and looked at where stopping is safe: between
+two agent processes started, in every wait (its wake-up pipe ends the wait),
+before any pipe is read; only the connect, which nothing can wake, is
+interrupted where it is. The stop is then the orderly shutdown; a second
+signal makes it kill at once. The server starts with SIGINT and SIGHUP
+blocked, so that a Ctrl-C or a hang-up sent to the whole process group
+leaves it to its runner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import signal
 import time
 
 from mpmarket.core.agents import WAIT_PER_TRY
@@ -74,6 +85,7 @@ from mpmarket.net.oplog import LogSettings
 from mpmarket.net.server import MarketManager, new_authkey, start_server
 from mpmarket.net.wire import Address, format_address
 from mpmarket.proc.context import process_context
+from mpmarket.proc.interrupts import Interrupts, TimeLimitExpired, blocked, time_limit
 from mpmarket.proc.lifeline import STOP_GRACE, TERMINATE_GRACE, ChildProcess
 from mpmarket.products import Product
 from mpmarket.run.fleet import SERVER_DEATH_GRACE, AgentFleet, AgentState, server_died
@@ -89,6 +101,10 @@ __all__ = ["MARKETS", "LocalRun"]
 # (``mpmarket.core.classic``) on a stock manager server, as a reference.
 MARKETS = ("mpmarket", "classic")
 
+# How long the shutdown's calls to the market (close, books) may take: a
+# healthy server answers in milliseconds; a frozen one is then killed.
+SHUTDOWN_CALLS_LIMIT = 2.0
+
 
 class LocalRun:
     """Run a workload on this machine: server, agents, orders, shutdown.
@@ -103,6 +119,9 @@ class LocalRun:
     ``market="classic"`` runs the workload on the course's design instead
     (``mpmarket.net.classic``): a stock manager server, agents that sleep
     their waits; not with ``connect``.
+
+    ``interrupts``: where a stop is asked; by default the one installed
+    (``Interrupts.installed()``), else Python's own KeyboardInterrupt.
     """
 
     def __init__(
@@ -124,6 +143,7 @@ class LocalRun:
         audit: bool = False,
         agents_per_process: int = 1,
         market: str = "mpmarket",
+        interrupts: Interrupts | None = None,
     ) -> None:
         if connect is not None and authkey is None:
             raise ValueError("connect needs the market's authkey")
@@ -167,14 +187,20 @@ class LocalRun:
         )
         self._manager: MarketManager | ClassicManager | None = None
         self._market: MarketProxy | ClassicProxy | None = None
-        self._fleet = AgentFleet(self.ctx, market=market)
+        self.interrupts = interrupts or Interrupts.installed() or Interrupts()
+        self._fleet = AgentFleet(self.ctx, self.interrupts, market=market)
 
     def run(self) -> RunReport:
-        """Run to the end (or the first failure); KeyboardInterrupt is reported."""
+        """Run to the end (or the first failure); a stop asked is reported."""
+        with self.interrupts.deferred():
+            return self._run()
+
+    def _run(self) -> RunReport:
         report = self.report
         report.started_utc = utc_now()
         market_started = shutdown_started = None
         try:
+            self.interrupts.check()
             address, authkey = self._attach()
             self._fleet.spawn(self.workload, self.agents_per_process, address, authkey)
             self._fleet.wait_ready(self._server())
@@ -186,9 +212,12 @@ class LocalRun:
             self._finished = True
             assert self._market is not None
             elapsed = time.perf_counter() - market_started
-            self._watch.sample(self._market, self._fleet.agents, elapsed, final=True)
+            self._sample(elapsed, final=True)
         except KeyboardInterrupt:
-            report.interrupted = True
+            # A signal, or Python's own KeyboardInterrupt (no reason recorded);
+            # not a request (stdout lost), unless a signal came too.
+            report.interrupted = self.interrupts.signalled or not self.interrupts.stopping
+            report.stopped_by = self.interrupts.reason or "SIGINT"
         except StallError as error:
             report.stall = list(error.lines)
         except MarketLostError as error:
@@ -208,6 +237,9 @@ class LocalRun:
             except KeyboardInterrupt:  # a second Ctrl-C: no more grace
                 report.interrupted = True
                 self._kill_everything()
+            if self.interrupts.signalled and not report.interrupted:  # during the shutdown
+                report.interrupted = True
+                report.stopped_by = signal.Signals(self.interrupts.signals[0]).name
             report.violations += verify_orders(self.workload, report.orders)
             sold = report.books.sold_per_producer if report.books is not None else ()
             report.agents = self._fleet.stats(sold)
@@ -230,22 +262,28 @@ class LocalRun:
         else:
             authkey = new_authkey()
             start = start_classic_server if self.market == "classic" else start_server
-            self._manager = start(
-                self.workload.queue_size_per_producer,
-                authkey=authkey,
-                ctx=self.ctx,
-                log=self.log,
-            )
+            with blocked((signal.SIGINT, signal.SIGHUP)):  # the server inherits them blocked
+                self._manager = start(
+                    self.workload.queue_size_per_producer,
+                    authkey=authkey,
+                    ctx=self.ctx,
+                    log=self.log,
+                )
             address = self._manager.address
         try:
-            if self.market == "classic":  # --market classic: a stock proxy
-                self._market = connect_classic_runner(
-                    address, authkey, timeout=self.connect_timeout
+            with self.interrupts.interruptible():  # it may retry for connect_timeout
+                if self.market == "classic":  # --market classic: a stock proxy
+                    self._market = connect_classic_runner(
+                        address, authkey, timeout=self.connect_timeout
+                    )
+                    return address, authkey
+                self._market = connect(
+                    address,
+                    authkey,
+                    timeout=self.connect_timeout,
+                    role="runner",
+                    name="mpmarket run",
                 )
-                return address, authkey
-            self._market = connect(
-                address, authkey, timeout=self.connect_timeout, role="runner", name="mpmarket run"
-            )
         except MarketUnavailableError:
             self.report.attach_failed = True
             raise
@@ -269,8 +307,7 @@ class LocalRun:
         while consumers_left or producers_left:
             now = time.monotonic()
             if now >= next_sample:
-                assert self._market is not None
-                self._watch.sample(self._market, agents, now - began)
+                self._sample(now - began)
                 next_sample = now + SAMPLE_INTERVAL_S
             while kills and now - began >= kills[0][0]:
                 self._fleet.kill(kills.pop(0)[1])
@@ -299,6 +336,21 @@ class LocalRun:
                             consumers_left -= 1
                         else:
                             producers_left = max(producers_left - 1, 0)
+
+    def _sample(self, elapsed: float, *, final: bool = False) -> None:
+        """Look at the market (``MarketWatch``); a stop asked cuts the calls short.
+
+        A call to a frozen server may wait seconds for its answer, so a
+        signal raises there at once; the connection of a call cut in two is
+        out of step and is dropped (the shutdown opens a new one).
+        """
+        assert self._market is not None
+        try:
+            with self.interrupts.interruptible():
+                self._watch.sample(self._market, self._fleet.agents, elapsed, final=final)
+        except KeyboardInterrupt:
+            self._market.disconnect()
+            raise
 
     def _lost_agent(self, agent: AgentState, end: Failed | Died) -> None:
         """An agent died or failed: give its cart back, report it, go on (or not).
@@ -344,6 +396,9 @@ class LocalRun:
         """
         own_market = self.connect is None
         server = self._server()
+        if self.interrupts.hurry:  # a second Ctrl-C before the shutdown began
+            self._kill_everything()
+            self._market = None
         if self.report.market_lost and server is not None:
             # Dead or frozen: a shutdown request would wait on it forever.
             with contextlib.suppress(OSError):
@@ -351,13 +406,23 @@ class LocalRun:
             self._market = None
         if self._market is not None:
             try:
-                if own_market or (self.close_market and self._finished):
-                    self._market.close()
-                # After the close: a publish between the two would be missing
-                # from the books but in its producer's count.
-                self.report.books = self._market.books()
+                # A frozen server would hold these calls for seconds: bounded,
+                # and a second signal cuts them.
+                with self.interrupts.raising(1), time_limit(SHUTDOWN_CALLS_LIMIT):
+                    if own_market or (self.close_market and self._finished):
+                        self._market.close()
+                    # After the close: a publish between the two would be missing
+                    # from the books but in its producer's count.
+                    self.report.books = self._market.books()
             except MpmarketError:
                 pass
+            except (KeyboardInterrupt, TimeLimitExpired) as cut:
+                # A call cut in two: its connection is out of step, never used again.
+                self._market.disconnect()
+                self._market = None
+                if isinstance(cut, TimeLimitExpired) and server is not None:
+                    with contextlib.suppress(OSError):  # frozen: as a lost market is
+                        server.kill()
         # A stopped consumer of a --connect run finishes the add it is in and
         # may order it: what was bought is printed, not lost.
         self._fleet.stop(
@@ -365,12 +430,14 @@ class LocalRun:
         )
         if self._market is not None:
             self._market.disconnect()
-        if self._manager is not None:
+        if self.interrupts.hurry:
+            self._kill_everything()
+        if self._manager is not None:  # at once if the server was killed
             with contextlib.suppress(OSError, EOFError, MarketUnavailableError):
                 self._manager.shutdown()
 
     def _kill_everything(self) -> None:
-        """The second Ctrl-C: no grace for anyone."""
+        """The second Ctrl-C: no grace for anyone (safe to call twice)."""
         self._fleet.kill_all()
         server = self._server()
         if server is not None and server.exitcode is None:

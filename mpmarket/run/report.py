@@ -63,7 +63,10 @@ class RunReport:
     consumers: int
     orders: list[tuple[str, list[Product]]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    interrupted: bool = False
+    interrupted: bool = False  # a signal (SIGINT, SIGTERM, SIGHUP) stopped it
+    # What stopped it before its end: the signal's name, or "stdout" (its
+    # reader went away, or it could not be written); None if nothing did.
+    stopped_by: str | None = None
     attach_failed: bool = False  # the market could not be reached or refused us
     market_lost: bool = False  # the server died or stopped answering mid-run
     deaths: list[AgentDeath] = field(default_factory=list)

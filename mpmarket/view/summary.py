@@ -157,5 +157,6 @@ def report_to_json(
         "violations": report.violations,
         "market_lost": report.market_lost,
         "interrupted": report.interrupted,
+        "stopped_by": report.stopped_by,
         "cut_short": report.cut_short,
     }

@@ -51,6 +51,7 @@ def test_version_imports_no_command():
     assert [name for name in modules if name.startswith("mpmarket.cli.")] == [
         "mpmarket.cli.exitcodes",
         "mpmarket.cli.main",
+        "mpmarket.cli.output",
     ]
 
 
