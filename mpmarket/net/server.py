@@ -21,6 +21,8 @@ typed adapter ``mpmarket.net.mp_private``) with these added:
   ``hello`` on a second well-known object (``"session"``) with its mpmarket
   and protocol versions, its role and its name. A worker of another version
   is refused; the server keeps the attached clients for ``mpmarket status``.
+  The answer carries the market's identity, a random id made when the server
+  starts, so a client notices a server restarted on its address.
 - **Nothing else reachable.** The server answers only ``accept_connection``
   (and ``shutdown`` for the server a local run starts), never ``create``,
   ``incref`` or ``debug_info``, and has no fallback methods (``#GETVALUE``).
@@ -118,6 +120,9 @@ class _Session:
     """
 
     def __init__(self) -> None:
+        # The market's identity, made once per server: a client compares it
+        # on every connection, as ids of carts and producers belong to one market.
+        self.market_id = secrets.token_hex(16)
         self._lock = threading.Lock()
         self._peers: dict[int, str] = {}
         self._clients: dict[int, tuple[str, str, str, float]] = {}
@@ -138,8 +143,12 @@ class _Session:
 
     def hello(
         self, client: int, version: object, protocol: object, role: object, name: object
-    ) -> tuple[str, int]:
-        """Record the client if its versions match ours; return ours either way."""
+    ) -> tuple[str, int] | tuple[str, int, str]:
+        """Record the client if its versions match ours; return ours either way.
+
+        A client of our versions also gets the market's identity; another
+        gets just the two versions, the answer every version understands.
+        """
         ours = (__version__, PROTOCOL_VERSION)
         with self._lock:
             if (version, protocol) != ours:
@@ -147,7 +156,7 @@ class _Session:
                 return ours
             peer = self._peers.get(client, "?")
             self._clients[client] = (str(name)[:100], str(role)[:20], peer, time.monotonic())
-        return ours
+        return (*ours, self.market_id)
 
     def agents(self) -> tuple[AgentInfo, ...]:
         """The clients attached now, in the order they attached."""
@@ -168,7 +177,7 @@ class _SessionOf:
 
     def hello(
         self, version: object, protocol: object, role: object, name: object
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int] | tuple[str, int, str]:
         return self._session.hello(self._client, version, protocol, role, name)
 
     def agents(self) -> tuple[AgentInfo, ...]:
