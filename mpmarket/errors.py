@@ -113,8 +113,12 @@ class VersionMismatchError(MarketUnavailableError):
 class AuthkeyError(MpmarketError):
     """An authkey is missing, unreadable, too short, or readable by others.
 
-    Its message names the file or the variable, never the key.
+    Its message names the file or the variable, never the key; one line,
+    always (a file's name may hold a line break).
     """
+
+    def __str__(self) -> str:
+        return _CONTROL.sub(_escape, super().__str__())
 
 
 class MarketChangedError(MarketUnavailableError):
