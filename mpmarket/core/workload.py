@@ -12,6 +12,7 @@ the field and what was expected, as a ``WorkloadError``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -248,6 +249,8 @@ def _read(path: Path) -> str:
         raise WorkloadError(str(path), "", "a readable UTF-8 text file", str(error)) from None
     try:
         mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # as reading it would say
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
             raise WorkloadError(str(path), "", "a regular file or a pipe")
         os.set_blocking(fd, True)  # a pipe with a writer: wait for its data
