@@ -10,7 +10,8 @@
     │   ├── CartRevokedError        the cart was released: its owner was taken for dead
     │   └── MarketClosedError       the market was closed: the run is over
     ├── MarketUnavailableError      the server cannot be reached or went away
-    │   └── MarketLostError         the run's own server died mid-run
+    │   ├── MarketLostError         the run's own server died mid-run
+    │   ├── MarketChangedError      another market answers at the address: the server restarted
     │   └── VersionMismatchError    the server runs another mpmarket or protocol version
     ├── AuthkeyError                an authkey is missing, unreadable, too short or exposed
     ├── WorkloadError               a workload file or flag is wrong (file, field, expected)
@@ -30,6 +31,7 @@ __all__ = [
     "AuthkeyError",
     "CartRevokedError",
     "InvalidArgumentError",
+    "MarketChangedError",
     "MarketClosedError",
     "MarketError",
     "MarketLostError",
@@ -111,7 +113,20 @@ class VersionMismatchError(MarketUnavailableError):
 class AuthkeyError(MpmarketError):
     """An authkey is missing, unreadable, too short, or readable by others.
 
-    Its message names the file or the variable, never the key.
+    Its message names the file or the variable, never the key; one line,
+    always (a file's name may hold a line break).
+    """
+
+    def __str__(self) -> str:
+        return _CONTROL.sub(_escape, super().__str__())
+
+
+class MarketChangedError(MarketUnavailableError):
+    """The server at the proxy's address serves another market than the one it attached to.
+
+    Its server restarted (or another took its address): the carts and
+    producers of the proxy's ids are gone, and a call must not reach the new
+    market with them. ``connect()`` again to start over.
     """
 
 

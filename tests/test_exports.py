@@ -25,6 +25,7 @@ PUBLIC = [
     "Coffee",
     "InvalidArgumentError",
     "MarketBooks",
+    "MarketChangedError",
     "MarketClosedError",
     "MarketError",
     "MarketLostError",

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
+from click.core import ParameterSource
 
+from mpmarket.cli.exitcodes import ExitCode
 from mpmarket.net.authkey import ENV_VAR
 from mpmarket.net.oplog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS
 from mpmarket.net.wire import DEFAULT_PORT, parse_address
-from mpmarket.proc.context import START_METHODS, default_start_method
+from mpmarket.proc.context import (
+    START_METHOD_ENV_VAR,
+    START_METHODS,
+    platform_start_method,
+    shown_value,
+    start_method_from_env,
+)
 
 __all__ = [
     "ADDRESS",
     "DEFAULT_ADDRESS",
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "DURATION",
     "SHARD",
     "WORKER_KEY_HELP",
+    "BadEnvironmentValue",
     "agents_per_process_option",
     "authkey_option",
     "connect_timeout_option",
@@ -66,8 +77,66 @@ class ShardType(click.ParamType):
         self.fail(f"expected K/N with 1 <= K <= N such as 2/4, got {value!r}", param, ctx)
 
 
+class BadEnvironmentValue(click.ClickException):
+    """A value read from an environment variable is wrong: one line naming it, exit 2.
+
+    Nothing on the command line is wrong, so no usage block: the line names
+    the variable, what it may hold and what it holds (control characters and
+    bytes that are not UTF-8 escaped).
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        prefix = click.style("mpmarket: error:", fg="red", bold=True)
+        click.echo(f"{prefix} {self.format_message()}", file=file, err=True)
+
+
+def from_environment(param: click.Parameter | None, ctx: click.Context | None) -> str | None:
+    """The environment variable a parameter's value came from, if it came from one."""
+    if param is None or ctx is None or param.name is None:
+        return None
+    if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+        return None
+    return param.envvar if isinstance(param.envvar, str) else None
+
+
+class StartMethodType(click.Choice):
+    """A start method; from ``$MPMARKET_START_METHOD``, checked by ``start_method_from_env``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if from_environment(param, ctx) == START_METHOD_ENV_VAR:
+            try:
+                return start_method_from_env({START_METHOD_ENV_VAR: value}) or value
+            except ValueError as error:
+                raise BadEnvironmentValue(str(error)) from None
+        return super().convert(value, param, ctx)
+
+
+class DurationType(click.FloatRange):
+    """Seconds: a finite number above 0 (``nan`` and ``inf`` are no durations)."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        variable = from_environment(param, ctx)
+        try:
+            seconds = super().convert(value, param, ctx)
+            if not math.isfinite(seconds):
+                self.fail(f"expected a finite number of seconds above 0, got {value!r}", param, ctx)
+        except click.BadParameter:
+            if variable is None:
+                raise
+            raise BadEnvironmentValue(
+                f"${variable}: expected a number of seconds above 0, got {shown_value(value)}"
+            ) from None
+        return seconds
+
+
 ADDRESS = AddressType()
 SHARD = ShardType()
+DURATION = DurationType()
 
 # --authkey-file of the commands that attach to a served market (run, status).
 WORKER_KEY_HELP = (
@@ -112,8 +181,9 @@ quiet_option = click.option(
 
 start_method_option = click.option(
     "--start-method",
-    type=click.Choice(START_METHODS),
-    default=default_start_method(),
+    type=StartMethodType(START_METHODS),
+    envvar=START_METHOD_ENV_VAR,
+    default=platform_start_method(),
     show_default=True,
     help="How agent processes are started (env MPMARKET_START_METHOD).",
 )

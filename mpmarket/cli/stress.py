@@ -12,6 +12,7 @@ from rich.console import Console
 from mpmarket.cli.common import PrintingObserver, stop_signals, write_reports
 from mpmarket.cli.exitcodes import EPILOG, ExitCode
 from mpmarket.cli.options import (
+    DURATION,
     agents_per_process_option,
     html_option,
     json_option,
@@ -45,7 +46,7 @@ __all__ = ["stress"]
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=DURATION,
     default=10.0,
     show_default=True,
     envvar="MPMARKET_STRESS_SECONDS",

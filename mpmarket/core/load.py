@@ -8,7 +8,10 @@ names the file, the field and what was expected, as a ``WorkloadError``.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,13 +106,46 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# A workload file is never read past this: 2,000 consumers of 20 sessions
+# take 4 MB; a file this big is not a workload (a log, /dev/zero behind a link).
+MAX_WORKLOAD_BYTES = 64 * 1024 * 1024
+
+
 def _read(path: Path) -> str:
+    """The text of a workload file: a regular file or a pipe, bounded, UTF-8.
+
+    Opened without blocking, so that a FIFO no one writes to ends at once (as
+    an empty file) instead of hanging; a pipe with a writer, such as bash's
+    ``<(mpmarket gen ...)``, is read to its end.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise WorkloadError(str(path), "", "an existing file") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise WorkloadError(str(path), "", "a readable UTF-8 text file", str(error)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # as reading it would say
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise WorkloadError(str(path), "", "a regular file or a pipe")
+        os.set_blocking(fd, True)  # a pipe with a writer: wait for its data
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_WORKLOAD_BYTES + 1)
+        if not data and stat.S_ISFIFO(mode):
+            raise WorkloadError(str(path), "", "a pipe a workload is written to", "nothing")
+    except OSError as error:
+        raise WorkloadError(str(path), "", "a readable UTF-8 text file", str(error)) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_WORKLOAD_BYTES:
+        raise WorkloadError(str(path), "", f"a file of at most {MAX_WORKLOAD_BYTES >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise WorkloadError(str(path), "", "a readable UTF-8 text file", str(error)) from None
+
 
 
 # -- the file formats: the course's JSON and mpmarket's TOML ---------------------

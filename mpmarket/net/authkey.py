@@ -22,6 +22,7 @@ the key.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Mapping
@@ -32,6 +33,8 @@ from mpmarket.errors import AuthkeyError
 
 __all__ = [
     "ENV_VAR",
+    "MAX_KEY_FILE_BYTES",
+    "MAX_KEY_LENGTH",
     "MIN_KEY_LENGTH",
     "Authkey",
     "create_key_file",
@@ -46,6 +49,12 @@ ENV_VAR = "MPMARKET_AUTHKEY"
 # Keys shorter than this are refused: a guessable key hands out the server.
 # Generated keys are 64 hex digits (256 random bits).
 MIN_KEY_LENGTH = 16
+# Keys longer than this are refused, and a key file is never read past it:
+# a file that big is not a key (a log, a disk image, /dev/zero behind a link).
+MAX_KEY_LENGTH = 1024
+MAX_KEY_FILE_BYTES = 4096
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -71,12 +80,34 @@ class Authkey:
     __str__ = __repr__
 
 
-def default_key_path() -> Path:
-    """Where ``serve`` keeps its key when none is given, and workers look for it."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
+def default_key_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``serve`` keeps its key when none is given, and workers look for it.
+
+    ``$XDG_RUNTIME_DIR`` counts only when it is an absolute path (as the XDG
+    specification says: a relative one is ignored); else the home directory,
+    which must be an absolute path too (``$HOME``, else the password database).
+    """
+    env = os.environ if environ is None else environ
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
         return Path(runtime) / "mpmarket" / "authkey"
-    return Path.home() / ".config" / "mpmarket" / "authkey"
+    home = env.get("HOME") or _home_of_user()
+    if not os.path.isabs(home):
+        raise AuthkeyError(
+            f"no default authkey file: the home directory is not an absolute path "
+            f"($HOME is {home!r}); give --authkey-file PATH or set {ENV_VAR}"
+        )
+    return Path(home) / ".config" / "mpmarket" / "authkey"
+
+
+def _home_of_user() -> str:
+    """The home directory of the password database, or "" without an entry."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return ""
 
 
 def new_key_text() -> str:
@@ -86,18 +117,41 @@ def new_key_text() -> str:
 
 def _checked(text: str, where: str) -> bytes:
     key = text.strip()
+    try:
+        secret = key.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, from the environment
+        raise AuthkeyError(f"the authkey in {where} is not UTF-8 text") from None
     if len(key) < MIN_KEY_LENGTH:
         raise AuthkeyError(
             f"the authkey in {where} is too short ({len(key)} characters, "
             f"at least {MIN_KEY_LENGTH}); make one with: python -c "
             "'import secrets; print(secrets.token_hex(32))'"
         )
-    return key.encode()
+    if len(key) > MAX_KEY_LENGTH:
+        raise AuthkeyError(
+            f"the authkey in {where} is too long ({len(key)} characters, at most {MAX_KEY_LENGTH})"
+        )
+    if _CONTROL.search(key):  # a NUL, an escape, a line break inside: not a key
+        raise AuthkeyError(f"the authkey in {where} holds control characters")
+    return secret
 
 
 def _read_key_file(path: Path) -> bytes:
+    """The key in ``path``: opened without blocking, checked, never read past its bound.
+
+    The checks are made on the open file, not on its name: a FIFO never blocks
+    the open (O_NONBLOCK), and what is read is what was checked.
+    """
     try:
-        info = path.stat()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise AuthkeyError(f"authkey file {path} does not exist") from None
+    except OSError as error:
+        raise AuthkeyError(f"cannot read authkey file {path}: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise AuthkeyError(f"authkey file {path} is a directory")
         if not stat.S_ISREG(info.st_mode):
             raise AuthkeyError(f"authkey file {path} is not a regular file")
         if info.st_mode & 0o077:
@@ -105,13 +159,22 @@ def _read_key_file(path: Path) -> bytes:
                 f"authkey file {path} is accessible by others (mode "
                 f"{stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
             )
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AuthkeyError(f"authkey file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise AuthkeyError(f"authkey file {path} is not text") from None
+        if info.st_size > MAX_KEY_FILE_BYTES:
+            raise AuthkeyError(
+                f"authkey file {path} is too large ({info.st_size} bytes, a key file "
+                f"holds at most {MAX_KEY_FILE_BYTES}): is it the right file?"
+            )
+        data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
     except OSError as error:
         raise AuthkeyError(f"cannot read authkey file {path}: {error.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE_BYTES:  # it grew since fstat
+        raise AuthkeyError(f"authkey file {path} is too large (over {MAX_KEY_FILE_BYTES} bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AuthkeyError(f"authkey file {path} is not text") from None
     return _checked(text, str(path))
 
 
@@ -123,14 +186,24 @@ def create_key_file(path: Path) -> bytes:
     """
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as error:  # a file in the way, a read-only place
+        reason = "a file is in the way" if isinstance(error, FileExistsError) else error.strerror
+        raise AuthkeyError(
+            f"cannot create the folder {path.parent} of authkey file {path}: {reason}"
+        ) from None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         raise AuthkeyError(f"authkey file {path} already exists") from None
     except OSError as error:
         raise AuthkeyError(f"cannot create authkey file {path}: {error.strerror}") from None
     text = new_key_text()
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text + "\n")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text + "\n")
+    except OSError as error:  # a full disk, a file size limit: leave no half key behind
+        path.unlink(missing_ok=True)
+        raise AuthkeyError(f"cannot write authkey file {path}: {error.strerror}") from None
     return text.encode()
 
 
@@ -145,13 +218,13 @@ def load_authkey(
     """
     env = os.environ if environ is None else environ
     if key_file is not None:
-        if create and not key_file.exists():
+        if create and not os.path.lexists(key_file):
             return Authkey(create_key_file(key_file), "file", key_file), True
         return Authkey(_read_key_file(key_file), "file", key_file), False
     if env.get(ENV_VAR):
         return Authkey(_checked(env[ENV_VAR], f"${ENV_VAR}"), "env"), False
-    path = default_key_path()
-    if create and not path.exists():
+    path = default_key_path(environ)
+    if create and not os.path.lexists(path):
         return Authkey(create_key_file(path), "default", path), True
     if not path.exists():
         raise AuthkeyError(

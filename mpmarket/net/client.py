@@ -18,21 +18,37 @@ What it adds to the stock ``BaseProxy``:
 - **A hello on attach.** Each connection, right after the handshake, calls
   ``hello`` on the session object with its mpmarket and protocol versions,
   its role and its name: one round trip, once per connection. A server of
-  another version is refused with one line naming both.
+  another version is refused with one line naming both. The answer carries
+  the market's identity, a random id its server made when it started.
+- **Never another call's answer.** Answers come in order, one request at a
+  time, so a call interrupted between its request and its whole answer
+  (Ctrl-C, a signal handler's exception, a timeout, a partial read, an answer
+  that does not unpickle or has the wrong shape or type) drops its
+  connection: the call raises (the caller's own exception as it is, the
+  transport's as ``MarketUnavailableError``) and the next call connects again,
+  once. Nothing is sent twice: an interrupted add may have put units in the
+  cart (``place_order`` returns them, or the lease gives them back). A hello
+  naming another market than the first (a server restarted on the address)
+  raises ``MarketChangedError``: ids belong to one market.
+- **Threads, signal handlers, forks.** Each thread has its own connection,
+  the proxy's own (never shared with another proxy). A call from a signal
+  handler while its thread's call waits is refused (``RuntimeError``); a
+  forked child's first call makes its own connection; a proxy does not pickle.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 import time
 from multiprocessing import AuthenticationError, connection, managers, process
-from typing import Any
+from typing import Any, NoReturn, get_origin, get_type_hints
 
 from mpmarket import __version__
 from mpmarket.core.books import MarketBooks, MarketSnapshot, MarketWaits
-from mpmarket.errors import MarketUnavailableError, VersionMismatchError
+from mpmarket.errors import MarketChangedError, MarketUnavailableError, VersionMismatchError
 from mpmarket.net.mp_private import FastConnection, Proxy, dispatch
 from mpmarket.net.wire import (
     EXPOSED,
@@ -60,6 +76,10 @@ ATTACH_TIMEOUT = 30.0
 ANSWER_GRACE = 5.0
 # Waits longer than this are read without a bound beyond it (SO_RCVTIMEO).
 ANSWER_WAIT_MAX = 24 * 3600.0
+
+_dumps = pickle.dumps
+_loads = pickle.loads
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def open_connection(address: Address, authkey: bytes, deadline: float) -> connection.Connection:
@@ -94,6 +114,9 @@ def open_connection(address: Address, authkey: bytes, deadline: float) -> connec
                     f"cannot reach market at {where}: handshake failed ({error})"
                 ) from error
             continue
+        except BaseException:  # Ctrl-C mid-handshake, say: never leak the socket
+            conn.close()
+            raise
         set_receive_timeout(fd, 0)
         return conn
 
@@ -102,21 +125,39 @@ class MarketProxy(Proxy):
     """A Marketplace in the server, with the same methods and exceptions.
 
     Each thread gets its own connection on its first call. Build it with
-    ``connect()``; it is never pickled nor shared across a fork.
+    ``connect()``; it is never pickled nor shared across a fork (a forked
+    child's first call makes its own connection). See the module docstring
+    for what happens to a call interrupted before its answer.
     """
 
     _exposed_ = EXPOSED
     attach_deadline: float = 0.0
     role: str = "client"
     client_name: str | None = None
+    market_id: str | None = None  # the identity of the market of the first hello
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The stock proxy shares each thread's connection with every proxy of
+        # the same address: one of them reconnecting (to a restarted server,
+        # say) would move the others to another market unseen. Its own, here.
+        self._tls = threading.local()
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            "a MarketProxy cannot be pickled: call mpmarket.connect() in the other process"
+        )
 
     def _connect(self) -> None:
-        # The stock version has no timeouts; see the module docstring. Proxies
-        # of one address share a connection per thread (BaseProxy._tls): a new
-        # one replaces, and closes, whatever an earlier proxy left there, so
-        # that a server restarted on the same address never sees a stale one.
+        # The stock version has no timeouts; see the module docstring. A new
+        # connection replaces, and closes, whatever this thread had.
+        tls = self._tls
+        reconnect = getattr(tls, "dropped", False)
         self.disconnect()
-        deadline = self.attach_deadline or time.monotonic() + ATTACH_TIMEOUT
+        if reconnect:  # after a dropped connection: one try, and say so if it fails
+            deadline = time.monotonic()
+        else:
+            deadline = self.attach_deadline or time.monotonic() + ATTACH_TIMEOUT
         conn = open_connection(self._server_address, bytes(self._authkey), deadline)
         name = self.client_name
         if name is None:  # the process's name, and the thread's if not the main one
@@ -125,19 +166,24 @@ class MarketProxy(Proxy):
                 name += "|" + threading.current_thread().name
         try:
             dispatch(conn, None, "accept_connection", (name,))
-            self._hello(conn, name)
+            self._check_market(self._hello(conn, name))
         except BaseException:
             conn.close()
             raise
-        self._tls.connection = conn
-        self._tls.answer_limit = 0.0  # no read timeout after the handshake
+        tls.connection = conn
+        tls.pid = os.getpid()
+        tls.dropped = False
+        tls.answer_limit = 0.0  # no read timeout after the handshake
 
-    def _hello(self, conn: connection.Connection, name: str) -> None:
-        """Tell the server who we are; refuse a server of another version."""
+    def _hello(self, conn: connection.Connection, name: str) -> object:
+        """Tell the server who we are; refuse a server of another version.
+
+        Returns the identity of the server's market, as the hello answered it.
+        """
         where = format_address(self._server_address)
         ours = f"mpmarket {__version__} (protocol {PROTOCOL_VERSION})"
         try:
-            server_version, server_protocol = dispatch(
+            answer = dispatch(
                 conn, SESSION_IDENT, "hello", (__version__, PROTOCOL_VERSION, self.role, name)
             )
         except managers.RemoteError:
@@ -145,10 +191,32 @@ class MarketProxy(Proxy):
                 f"version mismatch: this worker runs {ours}, the server at {where} "
                 "an older mpmarket without a version check"
             ) from None
+        if type(answer) is not tuple or len(answer) < 2:
+            raise VersionMismatchError(
+                f"version mismatch: this worker runs {ours}, the server at {where} "
+                f"answered its hello with {_describe(answer)}"
+            )
+        server_version, server_protocol = answer[:2]
         if (server_version, server_protocol) != (__version__, PROTOCOL_VERSION):
             raise VersionMismatchError(
                 f"version mismatch: this worker runs {ours}, the server at {where} "
                 f"runs mpmarket {server_version} (protocol {server_protocol})"
+            )
+        return answer[2] if len(answer) == 3 else None
+
+    def _check_market(self, market_id: object) -> None:
+        """Refuse a connection to another market than the one of the first hello."""
+        where = format_address(self._server_address)
+        if type(market_id) is not str or not market_id:
+            raise MarketUnavailableError(
+                f"the server at {where} did not say which market it serves"
+            )
+        if self.market_id is None:
+            self.market_id = market_id
+        elif market_id != self.market_id:
+            raise MarketChangedError(
+                f"the market at {where} is not the one this proxy attached to (its server "
+                "restarted): its carts and producers are gone; connect again"
             )
 
     def _call(
@@ -159,35 +227,93 @@ class MarketProxy(Proxy):
         BaseManager has no call timeout: a frozen server would hold a caller
         forever. So every connection reads with a timeout of the call's wait
         plus ``ANSWER_GRACE``, set once per change, and a silent server is
-        reported as gone.
+        reported as gone. Whatever interrupts the call between its request
+        and its whole answer drops the connection (see the module docstring).
         """
+        tls = self._tls
+        if getattr(tls, "busy", False) and getattr(tls, "pid", None) == os.getpid():
+            raise RuntimeError(
+                f"MarketProxy.{method}() called while a call of this thread waits for its "
+                "answer (from a signal handler?): one call at a time per thread"
+            )
         conn = self._connection()
         if type(wait) not in (int, float) or not wait >= 0:  # NaN too: the server refuses it
             wait = 0.0
         limit = min(wait, ANSWER_WAIT_MAX) + ANSWER_GRACE
-        if self._tls.answer_limit != limit:
+        if tls.answer_limit != limit:
             set_receive_timeout(conn.fileno(), limit)
-            self._tls.answer_limit = limit
+            tls.answer_limit = limit
+        # Pickled before anything is sent: an argument that does not pickle
+        # fails here, with the connection still in step.
+        request = _dumps((target or self._token.id, method, args, {}), _PROTOCOL)
+        tls.busy = True
         try:
-            if target is not None:  # another well-known object of the server
-                return dispatch(conn, target, method, args)
-            return self._callmethod(method, args)
-        except BlockingIOError as error:  # SO_RCVTIMEO ran out
-            self.disconnect()  # a late answer would put the connection out of step
+            conn.send_bytes(request)
+            data = conn.recv_bytes()
+        except BaseException as error:
+            # Whatever it was (the transport, Ctrl-C, a signal handler's own
+            # exception), a late answer would be taken for the next call's.
+            self._drop()
+            if _from_transport(error):
+                raise self._transport_error(limit, error) from error
+            raise  # the caller's own: KeyboardInterrupt, SystemExit, a test's timeout
+        finally:
+            tls.busy = False
+        try:
+            answer = _loads(data)
+        except Exception as error:  # a class unknown here, a corrupt pickle
+            self._drop()
             raise MarketUnavailableError(
-                f"the market at {format_address(self._server_address)} did not answer "
-                f"within {limit:.0f} s"
+                f"the answer of the market at {format_address(self._server_address)} to "
+                f"{method} could not be read ({type(error).__name__}); the connection was dropped"
             ) from error
-        except (EOFError, ConnectionError) as error:
-            raise MarketUnavailableError(
-                f"lost the market at {format_address(self._server_address)}: {type(error).__name__}"
-            ) from error
+        return self._result(method, answer)
+
+    def _transport_error(self, limit: float, error: BaseException) -> Exception:
+        where = format_address(self._server_address)
+        if isinstance(error, BlockingIOError):  # SO_RCVTIMEO ran out
+            return MarketUnavailableError(
+                f"the market at {where} did not answer within {limit:.0f} s"
+            )
+        return MarketUnavailableError(f"lost the market at {where}: {type(error).__name__}")
+
+    def _result(self, method: str, answer: object) -> Any:
+        """The result of a complete answer, or its exception; a wrong shape drops the connection."""
+        if type(answer) is tuple and len(answer) == 2:
+            kind, result = answer
+            if kind == "#RETURN" and _fits(result, _RESULT_TYPES.get(method, object)):
+                return result
+            if kind == "#ERROR" and isinstance(result, Exception):
+                raise result
+            if kind in ("#TRACEBACK", "#UNSERIALIZABLE") and isinstance(result, str):
+                raise managers.convert_to_error(kind, result)  # type: ignore[attr-defined]
+        self._drop()
+        raise MarketUnavailableError(
+            f"the market at {format_address(self._server_address)} answered {method} with "
+            f"{_describe(answer)}; the connection was dropped"
+        )
+
+    def _callmethod(
+        self, methodname: str, args: tuple[Any, ...] = (), kwds: dict[str, Any] | None = None
+    ) -> Any:
+        """The stock entry point, through ``_call`` and its guards (no keyword arguments)."""
+        if kwds:
+            raise TypeError("MarketProxy calls take no keyword arguments over the wire")
+        return self._call(methodname, tuple(args))
 
     def _connection(self) -> connection.Connection:
-        conn = getattr(self._tls, "connection", None)
+        tls = self._tls
+        conn = getattr(tls, "connection", None)
+        if conn is not None and tls.pid != os.getpid():
+            # Inherited through a fork: the parent's connection. Never write to
+            # it; closing our copy of the descriptor leaves the parent's open.
+            del tls.connection
+            tls.busy = False
+            conn.close()
+            conn = None
         if conn is None:
             self._connect()
-            conn = self._tls.connection
+            conn = tls.connection
         return conn
 
     def register_producer(self) -> int:
@@ -246,10 +372,48 @@ class MarketProxy(Proxy):
             del self._tls.connection
             conn.close()
 
+    def _drop(self) -> None:
+        """Close a connection that may be out of step; the next call connects again, once."""
+        self._tls.dropped = True
+        self.disconnect()
+
     def __repr__(self) -> str:
         return f"<MarketProxy at {format_address(self._server_address)}>"
 
     __str__ = __repr__  # the stock one asks the server
+
+
+# What each call returns, from the annotations of the proxy's methods: an
+# answer of another type cannot be this call's.
+_RESULT_TYPES: dict[str, type] = {
+    name: get_origin(hint) or hint
+    for name in (*EXPOSED, "agents")
+    for hint in [get_type_hints(getattr(MarketProxy, name))["return"]]
+}
+
+
+def _from_transport(error: BaseException) -> bool:
+    """Raised by the socket or the framing, not by a signal handler of the caller's.
+
+    The socket's errors carry an errno; the framing's (``got end of file during
+    message``, ``bad message length``) are plain OSErrors or EOFError. A
+    handler's ``TimeoutError()`` has neither, and stays the caller's.
+    """
+    if isinstance(error, EOFError):
+        return True
+    return isinstance(error, OSError) and (bool(error.errno) or type(error) is OSError)
+
+
+def _fits(result: object, expected: type) -> bool:
+    # bool is an int to isinstance; a count is never a bool, nor a bool a count.
+    if expected is int or expected is bool:
+        return type(result) is expected
+    return isinstance(result, expected)
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def connect(

@@ -119,7 +119,7 @@ class Proxy(managers.BaseProxy):
 
     _token: managers.Token
     _authkey: bytes
-    _tls: threading.local  # a ForkAwareLocal shared by the proxies of one address
+    _tls: threading.local  # stock: shared by the proxies of one address; MarketProxy's own
 
     @property
     def _server_address(self) -> _TCPAddress:

@@ -26,6 +26,8 @@ typed adapter ``mpmarket.net.mp_private``) with these added:
   ``hello`` on a second well-known object (``"session"``) with its mpmarket
   and protocol versions, its role and its name. A worker of another version
   is refused; the server keeps the attached clients for ``mpmarket status``.
+  The answer carries the market's identity, a random id made when the server
+  starts, so a client notices a server restarted on its address.
 - **Nothing else reachable.** The server answers only ``accept_connection``
   (and ``shutdown`` for the server a local run starts), never ``create``,
   ``incref`` or ``debug_info``, and has no fallback methods (``#GETVALUE``).

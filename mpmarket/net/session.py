@@ -10,6 +10,7 @@ zero when it stops.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 
@@ -28,6 +29,9 @@ class Session:
     """
 
     def __init__(self) -> None:
+        # The market's identity, made once per server: a client compares it
+        # on every connection, as ids of carts and producers belong to one market.
+        self.market_id = secrets.token_hex(16)
         self._lock = threading.Lock()
         self._peers: dict[int, str] = {}
         self._clients: dict[int, tuple[str, str, str, float]] = {}
@@ -48,8 +52,12 @@ class Session:
 
     def hello(
         self, client: int, version: object, protocol: object, role: object, name: object
-    ) -> tuple[str, int]:
-        """Record the client if its versions match ours; return ours either way."""
+    ) -> tuple[str, int] | tuple[str, int, str]:
+        """Record the client if its versions match ours; return ours either way.
+
+        A client of our versions also gets the market's identity; another
+        gets just the two versions, the answer every version understands.
+        """
         ours = (__version__, PROTOCOL_VERSION)
         with self._lock:
             if (version, protocol) != ours:
@@ -57,7 +65,7 @@ class Session:
                 return ours
             peer = self._peers.get(client, "?")
             self._clients[client] = (str(name)[:100], str(role)[:20], peer, time.monotonic())
-        return ours
+        return (*ours, self.market_id)
 
     def describe(self, client: int) -> str:
         """Who a connection is, for a log line: its hello's name and role, its address."""
@@ -85,7 +93,7 @@ class SessionOf:
 
     def hello(
         self, version: object, protocol: object, role: object, name: object
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int] | tuple[str, int, str]:
         return self._session.hello(self._client, version, protocol, role, name)
 
     def agents(self) -> tuple[AgentInfo, ...]:

@@ -6,7 +6,9 @@ server (``mpmarket.net.server``) serves two well-known objects and nothing
 else: the market under ``MARKET_IDENT``, with the methods in ``EXPOSED``, and
 the session under ``SESSION_IDENT``, with ``SESSION_EXPOSED``. A client
 (``mpmarket.net.client``) says hello with its mpmarket and protocol versions
-right after the handshake; both ends must run the same ones.
+right after the handshake; both ends must run the same ones. The hello's
+answer carries the market's identity, which the client compares on each
+connection it makes.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ DEFAULT_PORT = 7151
 
 # What goes over the wire: the exposed methods, their arguments and results.
 # Raise it on any change of those; a worker and a server must agree on it
-# (and on the mpmarket version) to attach.
-PROTOCOL_VERSION = 1
+# (and on the mpmarket version) to attach. 2: the hello answers the market's
+# identity too.
+PROTOCOL_VERSION = 2
 
 # How long one TCP connect plus authentication handshake may take before the
 # client gives up on that try and connects again. Short enough to recover

@@ -248,10 +248,13 @@ def test_waits_end_at_their_timeout_in_the_order_of_their_deadlines(served):
     serving, authkey = served
     waits = [(0.6, "late"), (0.2, "early"), (0.4, "middle")]
     ended: list[str] = []
+    attached = threading.Barrier(len(waits), timeout=CALL_S)  # connecting is not timed
 
     def wait(timeout: float, name: str) -> None:
         market = connect(serving.address, authkey)
-        assert market.add_many(market.new_cart(), LINDEN, 1, timeout) == 0
+        cart = market.new_cart()
+        attached.wait()
+        assert market.add_many(cart, LINDEN, 1, timeout) == 0
         ended.append(name)
 
     threads = [threading.Thread(target=wait, args=spec) for spec in waits]

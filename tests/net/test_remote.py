@@ -486,11 +486,14 @@ def test_a_worker_of_another_version_is_refused_at_attach(served, monkeypatch):
     with pytest.raises(VersionMismatchError) as raised:
         connect(address, authkey, timeout=5)
     message = str(raised.value)
-    assert "mpmarket 9.9.9 (protocol 1)" in message
-    assert f"runs mpmarket {mpmarket_version} (protocol 1)" in message and "\n" not in message
-    monkeypatch.setattr(client_module, "PROTOCOL_VERSION", 2)
+    assert f"mpmarket 9.9.9 (protocol {PROTOCOL_VERSION})" in message
+    assert f"runs mpmarket {mpmarket_version} (protocol {PROTOCOL_VERSION})" in message
+    assert "\n" not in message
+    monkeypatch.setattr(client_module, "PROTOCOL_VERSION", 99)
     monkeypatch.setattr(client_module, "__version__", mpmarket_version)
-    with pytest.raises(VersionMismatchError, match=r"\(protocol 2\).*\(protocol 1\)"):
+    with pytest.raises(
+        VersionMismatchError, match=rf"\(protocol 99\).*\(protocol {PROTOCOL_VERSION}\)"
+    ):
         connect(address, authkey, timeout=5)
     monkeypatch.undo()
     market = connect(address, authkey, role="status", name="checker")
@@ -501,14 +504,14 @@ def test_a_worker_of_another_version_is_refused_at_attach(served, monkeypatch):
 def test_hello_is_one_round_trip_per_connection(served):
     address, authkey = served
     market = connect(address, authkey, role="producer", name="p1")
-    # Proxies share one connection per thread and address: attach from another,
-    # whose connection closes when it ends.
+    # Attach from another thread, whose proxy (and connection) goes when it ends.
     attached, leave = threading.Event(), threading.Event()
 
     def consumer() -> None:
-        connect(address, authkey, role="consumer", name="c1")
+        other = connect(address, authkey, role="consumer", name="c1")
         attached.set()
         leave.wait(20)
+        other.disconnect()
 
     helper = threading.Thread(target=consumer, name="helper")
     helper.start()
@@ -529,6 +532,9 @@ def test_hello_is_one_round_trip_per_connection(served):
     conn = market._tls.connection
     ours = (mpmarket_version, PROTOCOL_VERSION)
     assert managers.dispatch(conn, SESSION_IDENT, "hello", ("x", 0, "r", "n")) == ours
+    # A client of our versions also learns the market's identity.
+    hello = managers.dispatch(conn, SESSION_IDENT, "hello", (*ours, "r", "n"))
+    assert hello == (*ours, market.market_id)
 
 
 def test_without_a_name_a_connection_is_named_after_its_process_and_thread(served):
