@@ -343,6 +343,8 @@ def accept_tls(
     sock = socket.socket(fileno=take_handle(conn))
     peer = _peer(sock)
     try:
+        # The handshakes' small writes go out now, not after a delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         first = _first_byte(sock, window)
         if first != _TLS_HANDSHAKE_RECORD:
             if first is None:  # waiting for a challenge: tell it why, in its framing
