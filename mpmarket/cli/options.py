@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from mpmarket.cli.exitcodes import ExitCode
+from mpmarket.cli.exitcodes import ExitCode, fail
 from mpmarket.net.authkey import ENV_VAR
 from mpmarket.net.oplog import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS
+from mpmarket.net.tls import ENV_CA, TLSFileError, trust
 from mpmarket.net.wire import DEFAULT_PORT, parse_address
 from mpmarket.proc.context import (
     START_METHOD_ENV_VAR,
@@ -21,6 +22,11 @@ from mpmarket.proc.context import (
     shown_value,
     start_method_from_env,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mpmarket.net.wire import Address
 
 __all__ = [
     "ADDRESS",
@@ -39,6 +45,9 @@ __all__ = [
     "market_option",
     "quiet_option",
     "start_method_option",
+    "tls_ca_option",
+    "tls_server_options",
+    "use_tls_ca",
     "workload_options",
 ]
 
@@ -150,6 +159,47 @@ def authkey_option(help_text: str) -> Callable[[Callable[..., None]], Callable[.
         type=click.Path(dir_okay=False, path_type=Path),
         help=help_text,
     )
+
+
+def tls_ca_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--tls-ca of the commands that attach to a served market (run, status)."""
+    return click.option(
+        "--tls-ca",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=ENV_CA,
+        help=f"Speak TLS to the market and verify its certificate and host name with "
+        f"this CA file (else ${ENV_CA}); for a market served with --tls-cert.",
+    )(command)
+
+
+def use_tls_ca(console: Console, address: Address, ca_file: Path | None) -> None:
+    """Speak TLS to ``address``, verified with ``ca_file`` (if given); a bad file is exit 2."""
+    if ca_file is None:
+        return
+    try:
+        trust(address, ca_file)
+    except TLSFileError as error:
+        fail(console, str(error), ExitCode.USAGE)
+
+
+def tls_server_options(command: Callable[..., None]) -> Callable[..., None]:
+    """serve's --tls-cert and --tls-key."""
+    options = [
+        click.option(
+            "--tls-cert",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Serve TLS only, with this certificate file (PEM, its chain after it); "
+            "needs --tls-key.",
+        ),
+        click.option(
+            "--tls-key",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="The certificate's private key file (PEM, mode 0600); never printed.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def connect_timeout_option(command: Callable[..., None]) -> Callable[..., None]:

@@ -32,6 +32,8 @@ from mpmarket.cli.options import (
     market_option,
     quiet_option,
     start_method_option,
+    tls_ca_option,
+    use_tls_ca,
     workload_options,
 )
 from mpmarket.core.simulate import simulate
@@ -61,6 +63,7 @@ __all__ = ["run"]
 )
 @authkey_option(WORKER_KEY_HELP)
 @connect_timeout_option
+@tls_ca_option
 @click.option(
     "--only",
     type=click.Choice(["producers", "consumers"]),
@@ -116,6 +119,7 @@ def run(
     connect: Address | None,
     authkey_file: Path | None,
     connect_timeout: float,
+    tls_ca: Path | None,
     only: str | None,
     agent_names: str | None,
     shard: tuple[int, int] | None,
@@ -180,6 +184,9 @@ def run(
         except ValueError as error:
             raise click.UsageError(str(error)) from None
         authkey = load_key(console, authkey_file).secret
+        use_tls_ca(console, connect, tls_ca)  # the agents it starts inherit it
+    elif tls_ca is not None and _given(click.get_current_context(), "tls_ca"):
+        raise click.UsageError("--tls-ca needs --connect (a local run's server is plaintext)")
 
     with stop_signals() as interrupts, interrupts.deferred():
         observer = PrintingObserver(
@@ -233,3 +240,8 @@ def run(
         if last is not None:
             console.print(last, highlight=False, soft_wrap=True)
         sys.exit(code)
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Given on the command line (not from the environment nor a default)."""
+    return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE

@@ -13,12 +13,20 @@ from rich.live import Live
 
 from mpmarket.cli.common import log_settings, stop_signals
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
-from mpmarket.cli.options import ADDRESS, DEFAULT_ADDRESS, authkey_option, log_options, quiet_option
+from mpmarket.cli.options import (
+    ADDRESS,
+    DEFAULT_ADDRESS,
+    authkey_option,
+    log_options,
+    quiet_option,
+    tls_server_options,
+)
 from mpmarket.core.market import Marketplace
 from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import AuthkeyError
 from mpmarket.net.authkey import ENV_VAR, Authkey, load_authkey, require_explicit_key
 from mpmarket.net.server import CART_LEASE_S, SERVE_DRAIN_GRACE, ServedMarket
+from mpmarket.net.tls import ServerTLS, TLSFileError, load_server_tls
 from mpmarket.net.wire import (
     DEFAULT_MAX_REQUEST_SIZE,
     MIN_MAX_REQUEST_SIZE,
@@ -79,6 +87,7 @@ SERVE_LOG_INTERVAL_S = 10.0
     help="Refuse a longer request: its client gets an error and is disconnected, "
     "the others are served on.",
 )
+@tls_server_options
 @quiet_option
 def serve(
     listen: Address,
@@ -90,6 +99,8 @@ def serve(
     log_backups: int,
     cart_lease: float,
     max_request_size: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     quiet: bool,
 ) -> None:
     """Serve a market for workers of this and other machines, until Ctrl-C.
@@ -101,6 +112,10 @@ def serve(
     key. Listening on anything but loopback needs an explicit key: whoever
     holds it can run code in this process (BaseManager speaks pickle).
 
+    With --tls-cert and --tls-key it serves TLS only: workers give --tls-ca
+    (the CA that signed the certificate) and check the certificate and the
+    host name they connect to; the authkey handshake runs inside TLS.
+
     On Ctrl-C, SIGTERM or SIGHUP the market is closed (attached producers end
     cleanly), a summary is printed, and serve exits 0.
 
@@ -108,6 +123,7 @@ def serve(
     Examples:
       mpmarket serve
       mpmarket serve --listen 0.0.0.0:7151 --authkey-file ~/.mpmarket-key --queue-size 8
+      mpmarket serve --listen 0.0.0.0:7151 --authkey-file key --tls-cert cert.pem --tls-key key.pem
     """
     console = Console(stderr=True)
     host = listen[0]
@@ -118,6 +134,7 @@ def serve(
         key, created = load_authkey(authkey_file, create=True)
     except AuthkeyError as error:
         fail(console, str(error), ExitCode.USAGE)
+    tls = _server_tls(console, tls_cert, tls_key)
     log = log_settings(log_file, log_level, log_max_bytes, log_backups)
     logger = log.open() if log is not None else None
     market = Marketplace(queue_size, logger=logger)
@@ -128,6 +145,7 @@ def serve(
             key.secret,
             cart_lease_s=cart_lease,
             max_request_size=max_request_size,
+            tls=tls,
         )
     except OSError as error:
         reason = (error.strerror or str(error)).lower()
@@ -137,7 +155,7 @@ def serve(
         started = time.monotonic()
         served.start()
         console.print(
-            _serve_start_line(served.address, key, created), highlight=False, soft_wrap=True
+            _serve_start_line(served.address, key, created, tls), highlight=False, soft_wrap=True
         )
         if not quiet:
             _watch(console, served, address, started, interrupts)
@@ -158,7 +176,21 @@ def serve(
         sys.exit(ExitCode.OK)
 
 
-def _serve_start_line(address: Address, key: Authkey, created: bool) -> str:
+def _server_tls(console: Console, cert: Path | None, key: Path | None) -> ServerTLS | None:
+    """The TLS context of --tls-cert and --tls-key, or None; a bad file is exit 2."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        fail(console, "--tls-cert and --tls-key go together", ExitCode.USAGE)
+    try:
+        return load_server_tls(cert, key)
+    except TLSFileError as error:
+        fail(console, str(error), ExitCode.USAGE)
+
+
+def _serve_start_line(
+    address: Address, key: Authkey, created: bool, tls: ServerTLS | None = None
+) -> str:
     """Where serve listens and how workers attach: the key's place, never the key."""
     host, port = address
     shown = format_address(address)
@@ -172,6 +204,9 @@ def _serve_start_line(address: Address, key: Authkey, created: bool) -> str:
     attach = f"mpmarket run CONFIG --connect {shown}"
     if key.origin == "file":
         attach += f" --authkey-file {key.path}"
+    if tls is not None:
+        attach += " --tls-ca CA-FILE"
+        where += f", TLS only (certificate {tls.cert})"
     return f"mpmarket: serving on {format_address(address)}, {where}; attach with: {attach}"
 
 

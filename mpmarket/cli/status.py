@@ -16,6 +16,8 @@ from mpmarket.cli.options import (
     WORKER_KEY_HELP,
     authkey_option,
     connect_timeout_option,
+    tls_ca_option,
+    use_tls_ca,
 )
 from mpmarket.cli.output import echo
 from mpmarket.errors import MarketUnavailableError
@@ -36,9 +38,14 @@ __all__ = ["status"]
 )
 @authkey_option(WORKER_KEY_HELP)
 @connect_timeout_option
+@tls_ca_option
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 def status(
-    connect: Address, authkey_file: Path | None, connect_timeout: float, as_json: bool
+    connect: Address,
+    authkey_file: Path | None,
+    connect_timeout: float,
+    tls_ca: Path | None,
+    as_json: bool,
 ) -> None:
     """Show one snapshot of a served market, on stdout.
 
@@ -52,6 +59,7 @@ def status(
     """
     console = Console(stderr=True)
     key = load_key(console, authkey_file)
+    use_tls_ca(console, connect, tls_ca)
     try:
         market = attach(
             connect, key.secret, timeout=connect_timeout, role="status", name="mpmarket status"

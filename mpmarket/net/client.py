@@ -50,6 +50,7 @@ from mpmarket import __version__
 from mpmarket.core.books import MarketBooks, MarketSnapshot, MarketWaits
 from mpmarket.errors import MarketChangedError, MarketUnavailableError, VersionMismatchError
 from mpmarket.net.mp_private import FastConnection, Proxy, dispatch
+from mpmarket.net.tls import client_context, refuse_if_tls_only, wrap_client
 from mpmarket.net.wire import (
     EXPOSED,
     HANDSHAKE_TIMEOUT,
@@ -96,11 +97,31 @@ def open_connection(address: Address, authkey: bytes, deadline: float) -> connec
                 ) from error
             time.sleep(0.05)
             continue
-        sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        fd = sock.detach()
+        # -- TLS (mpmarket.net.tls): wrap before the authkey handshake --------
+        context = client_context(address)
+        conn: connection.Connection
+        if context is not None:
+            try:
+                conn = wrap_client(sock, context, address[0], where, HANDSHAKE_TIMEOUT)
+            except OSError as error:  # cut or timed out: try again
+                if time.monotonic() >= deadline:
+                    raise MarketUnavailableError(
+                        f"cannot reach market at {where}: TLS handshake failed ({error})"
+                    ) from error
+                continue
+            fd = conn.fileno()
+        else:
+            try:
+                refuse_if_tls_only(sock, where)
+            except MarketUnavailableError:
+                sock.close()
+                raise
+            sock.setblocking(True)
+            fd = sock.detach()
+            conn = FastConnection(fd)
+        # -- end of TLS -------------------------------------------------------
         set_receive_timeout(fd, HANDSHAKE_TIMEOUT)
-        conn = FastConnection(fd)
         try:
             connection.answer_challenge(conn, authkey)
             connection.deliver_challenge(conn, authkey)

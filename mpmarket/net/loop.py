@@ -39,6 +39,7 @@ import logging
 import pickle
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -52,6 +53,7 @@ from mpmarket.core.market import AddWait, Marketplace, PublishWait
 from mpmarket.net.framing import DRAIN_MAX, Framing, header, too_large
 from mpmarket.net.mp_private import take_handle
 from mpmarket.net.shortage import Shortages, resource_of
+from mpmarket.net.tls import TLSConnection
 from mpmarket.net.wire import DEFAULT_MAX_REQUEST_SIZE
 
 __all__ = ["ConnectionLoop", "Served"]
@@ -65,6 +67,9 @@ _RECV_BYTES = 256 * 1024
 _DUMPS = pickle.dumps
 _LOADS = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+# What a non-blocking socket raises when it has nothing to give or no room:
+# an SSL socket raises its own (a TLS record may need a read to write, too).
+_NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 # The answer to ``accept_connection``, as the stock server's ``conn.send`` makes it.
 _ACCEPTED = ("#RETURN", None)
 
@@ -189,8 +194,12 @@ class ConnectionLoop:
         (and ``conn`` still owns its descriptor) if the connection cannot
         even be queued; it takes no new descriptor.
         """
-        sock = socket.socket(fileno=conn.fileno())
-        take_handle(conn)  # the socket owns the descriptor now: no dup, no new one
+        sock: socket.socket
+        if isinstance(conn, TLSConnection):  # served through its SSL socket
+            sock = conn.take_socket()
+        else:
+            sock = socket.socket(fileno=conn.fileno())
+            take_handle(conn)  # the socket owns the descriptor now: no dup, no new one
         try:
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):  # as asyncio does
@@ -300,6 +309,19 @@ class ConnectionLoop:
             self.shortages.ok()
 
     def _read(self, client: _Client) -> None:
+        """Read what the socket has; with TLS, what its SSL object holds too.
+
+        Bytes an SSL socket decrypted but did not return yet (``pending()``)
+        are in no kernel buffer: the selector would never report them. So
+        they are read now, paused or not (at most the rest of one record).
+        """
+        self._read_once(client)
+        sock = client.sock
+        if isinstance(sock, ssl.SSLSocket):
+            while not client.closed and sock.pending():
+                self._read_once(client)
+
+    def _read_once(self, client: _Client) -> None:
         """Read what the socket has; serve every complete request in it, in order.
 
         Reads go into one buffer of the loop (a fresh 256 KiB object per read
@@ -309,7 +331,7 @@ class ConnectionLoop:
         framing = client.framing
         try:
             received = client.sock.recv_into(self._buffer, framing.want(len(self._buffer)))
-        except (BlockingIOError, InterruptedError):
+        except _NOT_NOW:
             return
         except OSError:
             received = 0
@@ -440,7 +462,7 @@ class ConnectionLoop:
             return
         try:
             sent = client.sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except _NOT_NOW:  # an SSL socket takes all of it later, from the outbox
             sent = 0
         except OSError:
             self._close(client)
@@ -452,7 +474,7 @@ class ConnectionLoop:
     def _flush(self, client: _Client) -> None:
         try:
             sent = client.sock.send(client.outbox)
-        except (BlockingIOError, InterruptedError):
+        except _NOT_NOW:
             return
         except OSError:
             self._close(client)

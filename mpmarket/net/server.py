@@ -56,6 +56,7 @@ import threading
 import time
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import Any
 
 from mpmarket.core.market import Marketplace
@@ -65,6 +66,7 @@ from mpmarket.net.mp_private import FastConnection, Manager, Server
 from mpmarket.net.oplog import LogSettings
 from mpmarket.net.session import Session, SessionOf
 from mpmarket.net.shortage import QUIET_S, Backoff, Shortages, resource_of
+from mpmarket.net.tls import ServerTLS, accept_tls, load_server_tls
 from mpmarket.net.wire import (
     DEFAULT_MAX_REQUEST_SIZE,
     EXPOSED,
@@ -98,15 +100,24 @@ def new_authkey() -> bytes:
 
 
 _hosted_market: Marketplace | None = None
+_hosted_tls: ServerTLS | None = None
 
 
 def _host_market(
-    queue_size_per_producer: int, log: LogSettings | None, parent_pid: int | None = None
+    queue_size_per_producer: int,
+    log: LogSettings | None,
+    parent_pid: int | None = None,
+    tls_files: tuple[str, str] | None = None,
 ) -> None:
-    """Create the market of this server process (a manager initializer)."""
-    global _hosted_market
+    """Create the market of this server process (a manager initializer).
+
+    ``tls_files``: the certificate and key files to serve TLS with.
+    """
+    global _hosted_market, _hosted_tls
     logger = log.open() if log is not None else None
     _hosted_market = Marketplace(queue_size_per_producer, logger=logger)
+    if tls_files is not None:
+        _hosted_tls = load_server_tls(Path(tls_files[0]), Path(tls_files[1]))
     if parent_pid is not None:
         threading.Thread(
             target=_exit_when_orphaned, args=(parent_pid,), name="parent-watch", daemon=True
@@ -166,6 +177,7 @@ class ManagerServer(Server):
         market: Marketplace | None = None,
         remote_shutdown: bool = True,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        tls: ServerTLS | None = None,
     ) -> None:
         super().__init__(registry, address, authkey, serializer)
         # The stock Listener takes no backlog argument past its own: listen() again.
@@ -179,6 +191,7 @@ class ManagerServer(Server):
             raise RuntimeError("the market server started without a market")
         self.market = market
         self.max_request_size = max_request_size
+        self.tls = tls if tls is not None else _hosted_tls  # None: plaintext
         self.stop_event = threading.Event()  # serve_forever sets it again; harmless
         self.session = Session()
         self.shortages = Shortages()
@@ -260,7 +273,13 @@ class ManagerServer(Server):
         that follows (``accept_connection``) at most ``max_request_size``.
         """
         try:
-            conn.__class__ = FastConnection  # accepted as a stock Connection
+            if self.tls is not None:  # TLS first: the challenge runs inside it
+                wrapped = accept_tls(conn, self.tls, HANDSHAKE_TIMEOUT)
+                if wrapped is None:
+                    return  # refused (plaintext, failed handshake): one line logged
+                conn = wrapped
+            else:
+                conn.__class__ = FastConnection  # accepted as a stock Connection
             set_receive_timeout(conn.fileno(), HANDSHAKE_TIMEOUT)
             connection.deliver_challenge(conn, self.authkey)
             connection.answer_challenge(conn, self.authkey)
@@ -330,6 +349,7 @@ class ServedMarket:
         *,
         cart_lease_s: float = CART_LEASE_S,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.market = market
         self.cart_lease_s = cart_lease_s
@@ -345,6 +365,7 @@ class ServedMarket:
             market=market,
             remote_shutdown=False,
             max_request_size=max_request_size,
+            tls=tls,
         )
         self.address: Address = self._server.address
         self._accepter = threading.Thread(
@@ -410,11 +431,15 @@ def start_server(
     address: Address = ("127.0.0.1", 0),
     ctx: BaseContext | None = None,
     log: LogSettings | None = None,
+    tls_files: tuple[Path, Path] | None = None,
 ) -> MarketManager:
     """Start a server process; the caller must ``shutdown()`` it.
 
     The server exits by itself if this process dies without shutting it down.
+    With ``tls_files`` (certificate, key) it serves TLS only: its clients,
+    the manager's own included, need ``mpmarket.net.tls.trust`` for its address.
     """
     manager = MarketManager(address=address, authkey=authkey, ctx=ctx)
-    manager.start(_host_market, (queue_size_per_producer, log, os.getpid()))
+    files = None if tls_files is None else (str(tls_files[0]), str(tls_files[1]))
+    manager.start(_host_market, (queue_size_per_producer, log, os.getpid(), files))
     return manager
