@@ -52,10 +52,10 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from mpmarket.core.books import MarketBooks, MarketWaits
+from mpmarket.core.market import check_queue_size
 from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.errors import (
     CartRevokedError,
-    InvalidArgumentError,
     MarketClosedError,
     UnknownCartError,
     UnknownProducerError,
@@ -95,11 +95,7 @@ class ClassicMarket:
     def __init__(
         self, queue_size_per_producer: int, *, logger: logging.Logger | None = None
     ) -> None:
-        if type(queue_size_per_producer) is not int or queue_size_per_producer < 1:
-            raise InvalidArgumentError(
-                f"queue_size_per_producer must be a positive int, got {queue_size_per_producer!r}"
-            )
-        self.queue_size_per_producer = queue_size_per_producer
+        self.queue_size_per_producer = check_queue_size(queue_size_per_producer)
         self._log = logger
         self.register_lock = threading.Lock()
         self.carts_lock = threading.Lock()

@@ -73,7 +73,7 @@ from mpmarket.errors import (
 )
 from mpmarket.products import Product
 
-__all__ = ["LAPSE_GRACE_S", "AddWait", "Marketplace", "PublishWait"]
+__all__ = ["LAPSE_GRACE_S", "AddWait", "Marketplace", "PublishWait", "check_queue_size"]
 
 # How long an add that timed out keeps its place in line for the retry of
 # the same cart (see "A waiter's place survives its tries" above). A retry
@@ -184,6 +184,13 @@ def _blocking(
     return finish(outcome)
 
 
+def check_queue_size(value: object) -> int:
+    """``queue_size_per_producer`` as every market takes it: a positive int."""
+    if type(value) is not int or value < 1:
+        raise InvalidArgumentError(f"queue_size_per_producer must be a positive int, got {value!r}")
+    return value
+
+
 def _check_count(name: str, value: object) -> int:
     if type(value) is int and value >= 0:  # not bool: True is not a count
         return value
@@ -216,11 +223,7 @@ class Marketplace:
     def __init__(
         self, queue_size_per_producer: int, *, logger: logging.Logger | None = None
     ) -> None:
-        if type(queue_size_per_producer) is not int or queue_size_per_producer < 1:
-            raise InvalidArgumentError(
-                f"queue_size_per_producer must be a positive int, got {queue_size_per_producer!r}"
-            )
-        self.queue_size_per_producer = queue_size_per_producer
+        self.queue_size_per_producer = check_queue_size(queue_size_per_producer)
         self._log = logger
         self._lock = threading.Lock()
         self._closed = False

@@ -32,7 +32,6 @@ ends a run instead of holding it.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from multiprocessing import AuthenticationError
 from multiprocessing.context import BaseContext
@@ -47,7 +46,7 @@ from mpmarket.net.mp_private import Manager, Proxy, Server
 from mpmarket.net.oplog import LogSettings
 from mpmarket.net.server import LISTEN_BACKLOG
 from mpmarket.net.wire import Address, format_address, set_receive_timeout
-from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
+from mpmarket.proc.lifeline import exit_when_orphaned
 from mpmarket.products import Product
 
 __all__ = [
@@ -70,16 +69,7 @@ def _host_classic(
     logger = log.open() if log is not None else None
     _hosted = ClassicMarket(queue_size_per_producer, logger=logger)
     if parent_pid is not None:
-        threading.Thread(
-            target=_exit_when_orphaned, args=(parent_pid,), name="parent-watch", daemon=True
-        ).start()
-
-
-def _exit_when_orphaned(run_pid: int) -> None:
-    lifeline = Lifeline(run_pid)
-    while lifeline.alive():
-        time.sleep(PARENT_CHECK_INTERVAL)
-    os._exit(1)
+        exit_when_orphaned(parent_pid)
 
 
 def _the_market() -> ClassicMarket:

@@ -78,7 +78,7 @@ from mpmarket.net.wire import (
     AgentInfo,
     set_receive_timeout,
 )
-from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
+from mpmarket.proc.lifeline import exit_when_orphaned
 
 __all__ = [
     "CART_LEASE_S",
@@ -119,16 +119,7 @@ def _host_market(
     if tls_files is not None:
         _hosted_tls = load_server_tls(Path(tls_files[0]), Path(tls_files[1]))
     if parent_pid is not None:
-        threading.Thread(
-            target=_exit_when_orphaned, args=(parent_pid,), name="parent-watch", daemon=True
-        ).start()
-
-
-def _exit_when_orphaned(run_pid: int) -> None:
-    lifeline = Lifeline(run_pid)
-    while lifeline.alive():
-        time.sleep(PARENT_CHECK_INTERVAL)
-    os._exit(1)
+        exit_when_orphaned(parent_pid)
 
 
 def _peer_of(conn: connection.Connection) -> str:

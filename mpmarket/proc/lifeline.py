@@ -10,12 +10,13 @@ died) and the run's pid.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from multiprocessing import connection
 from typing import Protocol
 
-__all__ = ["ChildProcess", "Lifeline", "join_all", "stop_processes"]
+__all__ = ["ChildProcess", "Lifeline", "exit_when_orphaned", "join_all", "stop_processes"]
 
 
 # The lifecycle constants, defined once for runs, servers and benchmarks.
@@ -74,6 +75,21 @@ class Lifeline:
         except PermissionError:
             pass  # it exists, owned by someone else
         return True
+
+
+def exit_when_orphaned(run_pid: int) -> None:
+    """Watch, on a daemon thread, that the run ``run_pid`` lives; exit the process if not.
+
+    For a server the run started: killed with its run, it would serve nobody.
+    """
+
+    def watch() -> None:
+        lifeline = Lifeline(run_pid)
+        while lifeline.alive():
+            time.sleep(PARENT_CHECK_INTERVAL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def join_all(processes: Sequence[ChildProcess], timeout: float) -> None:
