@@ -81,7 +81,9 @@ def write_reports(
         except StdoutLostError as lost:
             if not lost.reader_gone:
                 lost.reported = True
-                problems.append(f"cannot write the report: {lost}")
+                problems.append(
+                    str(lost).replace("cannot write to stdout", "cannot write the report to stdout")
+                )
         except OSError as error:
             problems.append(f"cannot write {where}: {error.strerror or error}")
         except KeyboardInterrupt:
