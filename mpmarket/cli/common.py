@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.console import Console
 
 from mpmarket.cli.exitcodes import ExitCode, fail
-from mpmarket.cli.output import StdoutLostError, echo, write_file
+from mpmarket.cli.output import StdoutLostError, echo, is_stdout, write_file
 from mpmarket.errors import AuthkeyError
 from mpmarket.net.authkey import Authkey, load_authkey
 from mpmarket.net.oplog import LogSettings
@@ -26,6 +27,7 @@ from mpmarket.view.summary import result_lines
 
 __all__ = [
     "PrintingObserver",
+    "check_report_paths",
     "finish_line",
     "load_key",
     "log_settings",
@@ -33,6 +35,17 @@ __all__ = [
     "stop_signals",
     "write_reports",
 ]
+
+
+def check_report_paths(json_path: Path | None, html_path: Path | None) -> bool:
+    """Whether a report goes to stdout (``--json -`` or ``--html -``); both: a usage error.
+
+    stdout holds one document, whole, that a pipe (``| jq``) can read: the
+    command then writes nothing else there.
+    """
+    if is_stdout(json_path) and is_stdout(html_path):
+        raise click.UsageError("--json - and --html - both ask for stdout: give a file to one")
+    return is_stdout(json_path) or is_stdout(html_path)
 
 
 def write_reports(
@@ -46,7 +59,9 @@ def write_reports(
 
     Each file is written whole or not at all (``output.write_file``). A
     signal that comes while one is written (a pipe nobody reads blocks it)
-    drops that one: the signal never waits for a report.
+    drops that one: the signal never waits for a report. ``-`` is stdout:
+    when its reader went away, ``main()`` exits 141 quietly; another failure
+    is a line here.
     """
     interrupts = interrupts or Interrupts.installed() or Interrupts()
     problems = []
@@ -59,13 +74,20 @@ def write_reports(
     for path, text in files:
         if path is None:
             continue
+        where = "stdout" if is_stdout(path) else path
         try:
             with interrupts.raising(interrupts.causes):
                 write_file(path, text())
+        except StdoutLostError as lost:
+            if not lost.reader_gone:
+                lost.reported = True
+                problems.append(
+                    str(lost).replace("cannot write to stdout", "cannot write the report to stdout")
+                )
         except OSError as error:
-            problems.append(f"cannot write {path}: {error.strerror or error}")
+            problems.append(f"cannot write {where}: {error.strerror or error}")
         except KeyboardInterrupt:
-            problems.append(f"cannot write {path}: interrupted")
+            problems.append(f"cannot write {where}: interrupted")
     return problems
 
 

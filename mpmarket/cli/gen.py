@@ -16,7 +16,17 @@ __all__ = ["gen"]
 
 
 @click.command(epilog=EPILOG)
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "output", required=False, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+)
+@click.option(
+    "--output",
+    "-o",
+    "output_option",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help='Write the workload to FILE ("-" for stdout): the same as OUTPUT.',
+)
 @click.option(
     "--producers",
     "-p",
@@ -71,7 +81,8 @@ __all__ = ["gen"]
     help="mpmarket's TOML, or the course's JSON.",
 )
 def gen(
-    output: Path,
+    output: Path | None,
+    output_option: Path | None,
     producers: int,
     consumers: int,
     sessions: int,
@@ -81,7 +92,7 @@ def gen(
     wait_time: float,
     file_format: str,
 ) -> None:
-    """Write a generated workload to OUTPUT ("-" for stdout), to edit and run.
+    """Write a generated workload to OUTPUT or -o FILE ("-" for stdout), to edit and run.
 
     The same generator as `mpmarket run --producers N --consumers M`: the same
     flags give the same workload, and it never deadlocks.
@@ -90,7 +101,16 @@ def gen(
     Examples:
       mpmarket gen market.toml --producers 6 --consumers 12 --seed 3
       mpmarket gen case.json --format course && mpmarket run case.json
+      mpmarket gen -o market.toml --seed 3
+      mpmarket gen - | mpmarket run -
     """
+    if output is not None and output_option is not None:
+        raise click.UsageError(
+            f"give the output once: OUTPUT ({output}) or -o/--output ({output_option}), not both"
+        )
+    output = output if output is not None else output_option
+    if output is None:
+        raise click.UsageError('missing OUTPUT: a file, or "-" for stdout (or -o FILE)')
     workload = generate(
         producers,
         consumers,

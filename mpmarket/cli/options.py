@@ -216,13 +216,13 @@ json_option = click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a JSON report to this file (its schema is in the README).",
+    help='Write a JSON report to this file ("-" for stdout; its schema is in the README).',
 )
 html_option = click.option(
     "--html",
     "html_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a self-contained HTML report with charts to this file.",
+    help='Write a self-contained HTML report with charts to this file ("-" for stdout).',
 )
 quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="No live view and no summary on stderr."
@@ -298,7 +298,11 @@ def log_options(command: Callable[..., None]) -> Callable[..., None]:
 def workload_options(command: Callable[..., None]) -> Callable[..., None]:
     """The options that choose a workload, shared by run and simulate."""
     options = [
-        click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path)),
+        click.argument(
+            "config",
+            required=False,
+            type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+        ),
         click.option(
             "--producers",
             "-p",

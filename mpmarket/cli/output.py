@@ -41,7 +41,19 @@ from typing import Any, TextIO
 from mpmarket.cli.exitcodes import ExitCode
 from mpmarket.proc.interrupts import Interrupts
 
-__all__ = ["READER_GONE", "StdoutLostError", "echo", "finish_stdout", "guard_streams", "write_file"]
+__all__ = [
+    "READER_GONE",
+    "STDOUT",
+    "StdoutLostError",
+    "echo",
+    "finish_stdout",
+    "guard_streams",
+    "is_stdout",
+    "write_file",
+]
+
+# A report path that means stdout (``--json -``), as most command-line tools spell it.
+STDOUT = "-"
 
 # The exit code when stdout's reader went away: 128 + SIGPIPE, as a shell
 # reports for a process that SIGPIPE ended (``yes | head``).
@@ -248,13 +260,23 @@ def finish_stdout() -> StdoutLostError | None:
     return stream.lost if isinstance(stream, _GuardedStdout) else None
 
 
+def is_stdout(path: Path | str | None) -> bool:
+    """Is this report path ``-``, stdout?"""
+    return path is not None and str(path) == STDOUT
+
+
 def write_file(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path``: a regular file is replaced whole or not at all.
 
     Written beside it first, then renamed over it: a full disk or a signal
     never leaves half a report. A device, a pipe or a symbolic link
     (``/dev/stdout``) is written directly. OSError if it cannot be written.
+    ``-`` is stdout (``echo``: StdoutLostError if it takes no more); a file
+    named ``-`` is ``./-``.
     """
+    if is_stdout(path):
+        echo(text, nl=False)
+        return
     if path.is_symlink() or (path.exists() and not path.is_file()):
         path.write_text(text, encoding="utf-8")
         return

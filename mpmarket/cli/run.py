@@ -11,6 +11,7 @@ from rich.console import Console
 
 from mpmarket.cli.common import (
     PrintingObserver,
+    check_report_paths,
     finish_line,
     load_key,
     log_settings,
@@ -130,9 +131,12 @@ def run(
     """Run a workload: a server process and one process per agent (or per N).
 
     CONFIG is a workload file: mpmarket's TOML (*.toml) or the course's JSON
-    (anything else). Without CONFIG a workload is generated from --producers
-    and --consumers (4 and 8 by default). One line per bought product goes to
-    stdout as orders arrive; progress and the summary go to stderr.
+    (anything else); "-" reads it from stdin (JSON if it starts with "{", else
+    TOML). Without CONFIG a workload is generated from --producers and
+    --consumers (4 and 8 by default). One line per bought product goes to
+    stdout as orders arrive; progress and the summary go to stderr. With
+    --json - (or --html -) the report is stdout's only content, in place of
+    those lines (its "orders" hold them).
 
     --market classic runs the workload on the course's own design instead, a
     reference to compare with: the same agents and result lines.
@@ -149,6 +153,7 @@ def run(
       mpmarket run --producers 4 --consumers 8
       mpmarket run configs/tea-and-coffee.toml --json report.json
       mpmarket run course-case.in | sort > bought.txt
+      mpmarket gen - --format course | mpmarket run - --json - -q | jq .products_bought
       mpmarket run course-case.in --market classic
       mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only producers
       mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only consumers --close-market
@@ -172,6 +177,7 @@ def run(
             queue_size=queue_size,
             market=market,
         )
+        report_on_stdout = check_report_paths(json_path, html_path)  # issue 17: "-" is stdout
         workload = workload_from_options(config, producers, consumers, sessions, seed, queue_size)
     except RunOptionsError as error:
         raise click.UsageError(str(error)) from None
@@ -190,7 +196,11 @@ def run(
 
     with stop_signals() as interrupts, interrupts.deferred():
         observer = PrintingObserver(
-            console, quiet=quiet, started_at=started_at, interrupts=interrupts
+            console,
+            quiet=quiet,
+            started_at=started_at,
+            print_orders=not report_on_stdout,
+            interrupts=interrupts,
         )
         try:
             report = LocalRun(

@@ -39,7 +39,8 @@ def simulate_command(
     time until the last order of an ideal run. With --poll, also the makespan
     of the classic design that sleeps the retry and republish times. A workload
     that can never finish is explained (who waits for what, what fills the
-    producers' slots) and exits with code 3.
+    producers' slots) and exits with code 3. CONFIG "-" reads the workload
+    from stdin (JSON if it starts with "{", else TOML).
 
     \b
     Examples:

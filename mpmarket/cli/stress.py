@@ -9,7 +9,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from mpmarket.cli.common import PrintingObserver, stop_signals, write_reports
+from mpmarket.cli.common import (
+    PrintingObserver,
+    check_report_paths,
+    stop_signals,
+    write_reports,
+)
 from mpmarket.cli.exitcodes import EPILOG, ExitCode
 from mpmarket.cli.options import (
     DURATION,
@@ -96,7 +101,7 @@ def stress(
     each with all its agents). The books are audited from scratch four times
     a second and each consumer's orders are checked against its sessions.
     Exit 0 only when no invariant was ever violated; the verdict is one line
-    on stdout.
+    on stdout (on stderr when --json - or --html - puts the report there).
 
     \b
     Examples:
@@ -106,6 +111,7 @@ def stress(
     """
     started_at = time.perf_counter()
     console = Console(stderr=True)
+    report_on_stdout = check_report_paths(json_path, html_path)  # issue 17: "-" is stdout
     try:
         plan = plan_stress(
             producers,
@@ -167,12 +173,16 @@ def stress(
             code = ExitCode.INTERRUPTED
         rate = report.products_bought / report.market_s if report.market_s else 0.0
         verdict = "OK" if result.ok and code == ExitCode.OK else "FAILED"
+        line = (
+            f"stress {verdict}: {report.products_bought} products bought in "
+            f"{report.market_s:.1f} s ({rate:,.0f}/s), {len(report.deaths)} agents killed, "
+            f"{len(result.problems)} violations"
+        )
         try:
-            echo(
-                f"stress {verdict}: {report.products_bought} products bought in "
-                f"{report.market_s:.1f} s ({rate:,.0f}/s), {len(report.deaths)} agents killed, "
-                f"{len(result.problems)} violations"
-            )
+            if report_on_stdout:  # stdout holds the report alone
+                console.print(line, highlight=False, soft_wrap=True, markup=False)
+            else:
+                echo(line)
         except StdoutLostError as lost:  # the verdict is stdout's only line
             if code == ExitCode.OK:
                 code = ExitCode(lost.exit_code)

@@ -12,7 +12,7 @@ import click
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode
 from mpmarket.cli.output import echo
-from mpmarket.core.load import load_workload
+from mpmarket.core.load import STDIN, STDIN_NAME, load_workload
 from mpmarket.core.simulate import simulate
 from mpmarket.errors import WorkloadError
 
@@ -20,23 +20,33 @@ __all__ = ["validate"]
 
 
 @click.command(epilog=EPILOG)
-@click.argument("configs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "configs",
+    nargs=-1,
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+)
 def validate(configs: tuple[Path, ...]) -> None:
     """Check workload files and say what each holds, or what is wrong.
 
     For each file: its agents, products, sessions and the products any correct
     run buys, and whether the simulation predicts a deadlock; or one line
     naming the file, the field and what was expected. Exit 2 if any file is
-    wrong, 3 if any deadlocks, else 0.
+    wrong, 3 if any deadlocks, else 0. "-" reads a workload from stdin, named
+    <stdin> (JSON if it starts with "{", else TOML).
 
     \b
     Examples:
       mpmarket validate configs/*.toml
+      mpmarket gen - --seed 3 | mpmarket validate -
     """
+    if sum(str(config) == STDIN for config in configs) > 1:
+        raise click.UsageError('"-" (stdin) given more than once: it can be read once')
     worst = ExitCode.OK
-    for config in configs:
+    for path in configs:
+        config = STDIN_NAME if str(path) == STDIN else str(path)
         try:
-            workload = load_workload(config)
+            workload = load_workload(path)
         except WorkloadError as error:
             click.echo(f"mpmarket: error: {error}", err=True)
             worst = ExitCode.USAGE

@@ -1,7 +1,9 @@
 """Load a workload file and validate it: the course's JSON and mpmarket's TOML.
 
-``load_workload`` picks the format by the file's suffix; ``load_course_json``
-and ``load_toml`` read one format each, ``parse_course`` and ``parse_toml``
+``load_workload`` picks the format by the file's suffix; ``-`` reads the
+workload from stdin (named ``<stdin>`` in errors) and picks the format by its
+content (``sniff_format``). ``load_course_json`` and ``load_toml`` read one
+format each, ``parse_course`` and ``parse_toml``
 validate data already parsed. Both formats go through one validator, which
 names the file, the field and what was expected, as a ``WorkloadError``.
 """
@@ -12,6 +14,7 @@ import errno
 import json
 import os
 import stat
+import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +32,20 @@ from mpmarket.core.workload import (
 from mpmarket.errors import WorkloadError
 from mpmarket.products import Product, product_from_spec
 
-__all__ = ["load_course_json", "load_toml", "load_workload", "parse_course", "parse_toml"]
+__all__ = [
+    "STDIN",
+    "STDIN_NAME",
+    "load_course_json",
+    "load_toml",
+    "load_workload",
+    "parse_course",
+    "parse_toml",
+    "sniff_format",
+]
+
+# The path that means stdin, as most command-line tools spell it, and its name in errors.
+STDIN = "-"
+STDIN_NAME = "<stdin>"
 
 
 # -- validation helpers ------------------------------------------------------
@@ -116,8 +132,10 @@ def _read(path: Path) -> str:
 
     Opened without blocking, so that a FIFO no one writes to ends at once (as
     an empty file) instead of hanging; a pipe with a writer, such as bash's
-    ``<(mpmarket gen ...)``, is read to its end.
+    ``<(mpmarket gen ...)``, is read to its end. ``-`` is stdin.
     """
+    if str(path) == STDIN:
+        return _read_stdin()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -148,20 +166,44 @@ def _read(path: Path) -> str:
 
 
 
+def _read_stdin() -> str:
+    """All of stdin, as UTF-8 text (whatever the locale says stdin's encoding is)."""
+    stream = sys.stdin
+    if stream is None:
+        raise WorkloadError(STDIN_NAME, "", "a workload on stdin", "stdin is closed")
+    try:
+        limit = MAX_WORKLOAD_BYTES + 1
+        data = stream.buffer.read(limit) if hasattr(stream, "buffer") else stream.read(limit)
+        if len(data) > MAX_WORKLOAD_BYTES:
+            raise WorkloadError(STDIN_NAME, "", f"at most {MAX_WORKLOAD_BYTES >> 20} MiB")
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return text.removeprefix("\ufeff")
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise WorkloadError(STDIN_NAME, "", "a readable UTF-8 text stream", str(error)) from None
+
+
+def _name(path: Path) -> str:
+    """How errors and reports name the file: ``<stdin>`` for ``-``."""
+    return STDIN_NAME if str(path) == STDIN else str(path)
+
+
 # -- the file formats: the course's JSON and mpmarket's TOML ---------------------
 
 
 def load_course_json(path: str | Path) -> Workload:
     """Load a workload in the course's JSON format (see docs/workloads.md)."""
     path = Path(path)
-    text = _read(path)
+    return _parse_json_text(_read(path), _name(path))
+
+
+def _parse_json_text(text: str, source: str) -> Workload:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise WorkloadError(
-            str(path), "", "valid JSON", f"{error.msg} at line {error.lineno} column {error.colno}"
+            source, "", "valid JSON", f"{error.msg} at line {error.lineno} column {error.colno}"
         ) from None
-    return parse_course(data, str(path))
+    return parse_course(data, source)
 
 
 @dataclass(frozen=True)
@@ -326,17 +368,39 @@ def parse_toml(data: Any, source: str) -> Workload:
 def load_toml(path: str | Path) -> Workload:
     """Load a workload in mpmarket's TOML format (see docs/workloads.md and configs/)."""
     path = Path(path)
-    text = _read(path)
+    return _parse_toml_text(_read(path), _name(path))
+
+
+def _parse_toml_text(text: str, source: str) -> Workload:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise WorkloadError(str(path), "", "valid TOML", str(error)) from None
-    return parse_toml(data, str(path))
+        raise WorkloadError(source, "", "valid TOML", str(error)) from None
+    return parse_toml(data, source)
+
+
+def sniff_format(text: str) -> Literal["course", "toml"]:
+    """The format of a workload read from stdin, from its content.
+
+    The course's JSON is an object, so its first character (after blanks and a
+    byte-order mark) is ``{``; a TOML document never starts with ``{`` (its
+    top level is ``key = value`` lines and ``[table]`` headers). Anything else,
+    empty input included, is read as TOML.
+    """
+    return "course" if text.lstrip("\ufeff \t\r\n").startswith("{") else "toml"
 
 
 def load_workload(path: str | Path) -> Workload:
-    """Load a workload file: ``*.toml`` is mpmarket's format, anything else course JSON."""
+    """Load a workload file: ``*.toml`` is mpmarket's format, anything else course JSON.
+
+    ``-`` reads stdin, whose format ``sniff_format`` tells from the content.
+    """
     path = Path(path)
+    if str(path) == STDIN:
+        text = _read_stdin()
+        if sniff_format(text) == "course":
+            return _parse_json_text(text, STDIN_NAME)
+        return _parse_toml_text(text, STDIN_NAME)
     if path.suffix.lower() == ".toml":
         return load_toml(path)
     return load_course_json(path)
