@@ -44,10 +44,12 @@ class Run:
         self,
         *args: str,
         stdout: int = subprocess.DEVNULL,
+        stdin: int | None = None,
         preexec: Callable[[], None] | None = None,
     ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mpmarket", *args],
+            stdin=stdin,
             stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
@@ -144,6 +146,15 @@ def _ours(run: Run) -> list[psutil.Process]:
             if not (helper and process.ppid() == run.process.pid):
                 found.append(process)
     return found
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (SigCgt of /proc/PID/status)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
 
 
 def _agents(run: Run) -> int:
@@ -326,11 +337,11 @@ def test_a_run_started_with_sighup_ignored_keeps_ignoring_it(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_every_command_exits_130_when_a_signal_stops_it(tmp_path, signum):
-    """validate blocked opening a pipe nobody writes: once Ctrl-C gave click's "Aborted!", 1."""
-    fifo = tmp_path / "workload.toml"
-    os.mkfifo(fifo)
-    with running("validate", str(fifo)) as run:
-        time.sleep(0.5)  # importing, then blocked in open()
+    """validate blocked reading a stdin nobody writes: once Ctrl-C gave click's "Aborted!", 1."""
+    with running("validate", "-", stdin=subprocess.PIPE) as run:
+        # Sent once mpmarket's handlers are in (SIGTERM's: Python has one for SIGINT
+        # from its start), not while Python starts, which would just kill it.
+        run.wait_for(lambda: _catches(run.process.pid, signal.SIGTERM), "its signal handlers")
         stderr = run.stop_with(signum)
         assert run.process.returncode == 130, stderr
         assert "Traceback" not in stderr and "mpmarket: interrupted" in stderr
