@@ -222,8 +222,12 @@ def test_a_signal_during_the_shutdown_stops_the_run(tmp_path):
         # Not the server (it listens); of the agents, the first started is a
         # producer (either will do: they make the same).
         run.wait_for(lambda: _agents(run) >= 4, "server and agents")
-        agents = [p for p in _ours(run) if not _listens(p)]
-        producer = min(agents, key=lambda p: (p.create_time(), p.pid))
+        agents = []  # (started, pid, process) of each agent still there
+        for process in _ours(run):
+            with contextlib.suppress(psutil.Error):  # one may end while we look
+                if not _listens(process):
+                    agents.append((process.create_time(), process.pid, process))
+        producer = min(agents, key=lambda agent: agent[:2])[2]
         producer.suspend()
         for _ in range(TO_BUY - 1):  # every order: the consumer is done, the shutdown begins
             _first_line(run)
@@ -243,8 +247,12 @@ def test_a_frozen_producer_never_holds_the_shutdown(tmp_path):
     with running("run", str(config), "--json", str(report), stdout=subprocess.PIPE) as run:
         _first_line(run)
         run.wait_for(lambda: _agents(run) >= 4, "server and agents")
-        agents = [p for p in _ours(run) if not _listens(p)]
-        producer = min(agents, key=lambda p: (p.create_time(), p.pid))
+        agents = []  # (started, pid, process) of each agent still there
+        for process in _ours(run):
+            with contextlib.suppress(psutil.Error):  # one may end while we look
+                if not _listens(process):
+                    agents.append((process.create_time(), process.pid, process))
+        producer = min(agents, key=lambda agent: agent[:2])[2]
         with contextlib.suppress(psutil.NoSuchProcess):
             producer.suspend()
         _stdout, stderr = run.process.communicate(timeout=STOP_BOUND_S)
