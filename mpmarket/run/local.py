@@ -62,6 +62,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import signal
+import sys
 import time
 
 from mpmarket.core.agents import WAIT_PER_TRY
@@ -87,10 +88,11 @@ from mpmarket.net.wire import Address, format_address
 from mpmarket.proc.context import process_context
 from mpmarket.proc.interrupts import Interrupts, TimeLimitExpired, blocked, time_limit
 from mpmarket.proc.lifeline import STOP_GRACE, TERMINATE_GRACE, ChildProcess
+from mpmarket.proc.limits import ensure_open_files, open_files_needed, spawn_error
 from mpmarket.products import Product
 from mpmarket.run.fleet import SERVER_DEATH_GRACE, AgentFleet, AgentState, server_died
 from mpmarket.run.messages import Closed, Died, Done, Failed, Order
-from mpmarket.run.plan import default_stall_timeout
+from mpmarket.run.plan import default_stall_timeout, pack_agents
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport, utc_now
 from mpmarket.run.timeline import SAMPLE_INTERVAL_S
 from mpmarket.run.watch import MarketWatch
@@ -201,6 +203,7 @@ class LocalRun:
         market_started = shutdown_started = None
         try:
             self.interrupts.check()
+            self._ensure_open_files()
             address, authkey = self._attach()
             self._fleet.spawn(self.workload, self.agents_per_process, address, authkey)
             self._fleet.wait_ready(self._server())
@@ -262,13 +265,16 @@ class LocalRun:
         else:
             authkey = new_authkey()
             start = start_classic_server if self.market == "classic" else start_server
-            with blocked((signal.SIGINT, signal.SIGHUP)):  # the server inherits them blocked
-                self._manager = start(
-                    self.workload.queue_size_per_producer,
-                    authkey=authkey,
-                    ctx=self.ctx,
-                    log=self.log,
-                )
+            try:
+                with blocked((signal.SIGINT, signal.SIGHUP)):  # the server inherits them blocked
+                    self._manager = start(
+                        self.workload.queue_size_per_producer,
+                        authkey=authkey,
+                        ctx=self.ctx,
+                        log=self.log,
+                    )
+            except OSError as error:  # out of files, processes or memory
+                raise spawn_error("the market server", error) from error
             address = self._manager.address
         try:
             with self.interrupts.interruptible():  # it may retry for connect_timeout
@@ -288,6 +294,19 @@ class LocalRun:
             self.report.attach_failed = True
             raise
         return address, authkey
+
+    def _ensure_open_files(self) -> None:
+        """Before anything starts: raise ``ulimit -n`` to what the run needs, or refuse it.
+
+        Said on stderr when raised (the server and agents inherit it);
+        ResourceLimitError when the hard limit is too low for the run.
+        """
+        processes = len(pack_agents(self.workload, self.agents_per_process))
+        agents = len(self.workload.producers) + len(self.workload.consumers)
+        note = ensure_open_files(open_files_needed(processes, agents, self.agents_per_process))
+        if note is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr closed
+                print(f"mpmarket: {note}", file=sys.stderr, flush=True)
 
     def _collect_orders(self) -> None:
         """Until every consumer is done; with --connect and none, every producer.
