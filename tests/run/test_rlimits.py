@@ -6,7 +6,9 @@ runner. Too few open files for the run: the soft limit is raised up to the
 hard limit, and said; a hard limit too low refuses the run before anything
 starts. A pipe refused while the agents are forked: the agents started are
 stopped, the server shut down, the --json report written. A thread an agent
-process cannot start (an address-space limit): one line, no traceback.
+process cannot start (an address-space limit): one line, no traceback. Out
+of files as the reports are written: the one not written is named in one
+line (printing it needs no module that was not loaded yet).
 
 RLIMIT_NPROC (a fork that fails with EAGAIN) does not apply to root, and the
 suite may run as root: ``limits.spawn_error`` says it like the others (see
@@ -16,6 +18,7 @@ docs/reliability.md).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -140,4 +143,43 @@ def test_an_agent_process_that_cannot_start_its_threads_says_so_in_one_line(tmp_
         assert run.process.returncode in (1, 4), stderr  # an agent, or the server, ran out
         assert "out of memory or threads" in stderr or "out of threads" in stderr, stderr
         _report(report, run.process.returncode)
+        run.assert_nothing_left()
+
+
+def test_out_of_files_as_the_reports_are_written_names_the_one_not_written(tmp_path):
+    """The --json report goes to a FIFO: the runner waits there, its agents gone, and then
+    its limit is lowered below what it holds: the --html file cannot be opened."""
+    fifo, html = tmp_path / "r.json", tmp_path / "r.html"
+    os.mkfifo(fifo)
+    args = ["run", "-p", "2", "-c", "3", "--sessions", "3", "-q", "--json", str(fifo)]
+    with running(*args, "--html", str(html)) as run:
+        run.wait_for(lambda: len(run.descendants()) >= 5, "the agents")
+        run.wait_for(lambda: not run.descendants(), "the agents and the server to end")
+        time.sleep(0.5)  # to reach the FIFO's open (either way, a report is named below)
+        subprocess.run(["prlimit", f"--pid={run.process.pid}", "--nofile=3:"], check=True)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        written = b""
+        deadline = time.monotonic() + CLI_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    chunk = os.read(reader, 1 << 16)
+                except BlockingIOError:
+                    chunk = None
+                if chunk:
+                    written += chunk
+                elif run.process.poll() is not None:
+                    break
+                else:
+                    time.sleep(0.01)
+        finally:
+            os.close(reader)
+        stderr = _finish(run)
+        assert run.process.returncode == 1, stderr
+        if written:  # the usual case: the FIFO was open before the limit fell
+            assert json.loads(written)["failures"] == []
+            _assert_one_line(stderr, f"cannot write {html}: Too many open files")
+        else:
+            assert f"cannot write {fifo}: Too many open files" in stderr, stderr
+        assert not html.exists()
         run.assert_nothing_left()
