@@ -6,9 +6,10 @@ forked inherits what the runner held at its fork. Measured on 80 agents:
 the runner 174 files, the server 98 (20 processes of 4 agents: 54 and 98).
 ``open_files_needed`` estimates the most any one of them needs, with a
 margin; ``ensure_open_files`` raises the soft limit (``ulimit -n``) up to the
-hard limit when it is below that, as servers do, and refuses the run at once
-(``ResourceLimitError``) when even the hard limit is below it: a run that
-would fail half-started is told before anything starts.
+hard limit when it is below that, as servers do (and says so on stderr),
+and refuses the run at once (``ResourceLimitError``) when even the hard
+limit is below it: a run that would fail half-started is told before
+anything starts.
 
 ``spawn_error`` turns the OSError of a pipe or a fork that failed (too many
 open files, too many processes, out of memory) into the one line a user
@@ -24,6 +25,7 @@ import contextlib
 import errno
 import os
 import resource
+import sys
 from dataclasses import dataclass
 
 from mpmarket.errors import RunError
@@ -96,9 +98,9 @@ def open_files() -> int:
 def ensure_open_files(files: FilesNeeded) -> str | None:
     """Raise the soft open-files limit to ``files.needed`` if the hard limit allows.
 
-    Returns a note saying it was raised (None when nothing was done). Raises
-    ResourceLimitError when the hard limit is below it. Children started
-    after this inherit the new limit.
+    Says so on stderr, and returns that note (None when nothing was done).
+    Raises ResourceLimitError when the hard limit is below it. Children
+    started after this inherit the new limit.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = files.needed
@@ -111,10 +113,13 @@ def ensure_open_files(files: FilesNeeded) -> str | None:
             f"{files.advice(hard, hard=True)}"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    return (
+    note = (
         f"raised the open-files limit (ulimit -n) from {soft} to {needed} "
         f"for {files.processes} agent processes"
     )
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr closed or None
+        print(f"mpmarket: {note}", file=sys.stderr, flush=True)
+    return note
 
 
 def spawn_error(what: str, error: OSError, files: FilesNeeded | None = None) -> ResourceLimitError:

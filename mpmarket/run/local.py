@@ -62,7 +62,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import signal
-import sys
 import time
 
 from mpmarket.core.agents import WAIT_PER_TRY
@@ -203,7 +202,10 @@ class LocalRun:
         market_started = shutdown_started = None
         try:
             self.interrupts.check()
-            self._ensure_open_files()
+            packs = pack_agents(self.workload, self.agents_per_process)
+            ensure_open_files(  # ulimit -n raised to what the run needs (said), or refused
+                open_files_needed(len(packs), sum(map(len, packs)), self.agents_per_process)
+            )
             address, authkey = self._attach()
             self._fleet.spawn(self.workload, self.agents_per_process, address, authkey)
             self._fleet.wait_ready(self._server())
@@ -294,19 +296,6 @@ class LocalRun:
             self.report.attach_failed = True
             raise
         return address, authkey
-
-    def _ensure_open_files(self) -> None:
-        """Before anything starts: raise ``ulimit -n`` to what the run needs, or refuse it.
-
-        Said on stderr when raised (the server and agents inherit it);
-        ResourceLimitError when the hard limit is too low for the run.
-        """
-        processes = len(pack_agents(self.workload, self.agents_per_process))
-        agents = len(self.workload.producers) + len(self.workload.consumers)
-        note = ensure_open_files(open_files_needed(processes, agents, self.agents_per_process))
-        if note is not None:
-            with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr closed
-                print(f"mpmarket: {note}", file=sys.stderr, flush=True)
 
     def _collect_orders(self) -> None:
         """Until every consumer is done; with --connect and none, every producer.
