@@ -4,7 +4,8 @@
   0    success (serve: stopped by Ctrl-C, SIGTERM or SIGHUP)
   1    the run failed: an agent died or reported an error, or an invariant broke
        (serve: cannot listen on its address; bench: a check did not hold);
-       or stdout or a report file could not be written (closed, full, encoding)
+       or stdout or a report file could not be written (closed, full, encoding);
+       or the system refused what a run needs (open files, processes, memory)
   2    bad usage, a bad workload or a bad authkey (one line names what is wrong)
   3    the workload deadlocks: simulate predicts it can never finish, or a run
        stalled (no consumer made progress for --stall-timeout seconds)

@@ -235,9 +235,14 @@ def run(
                 console.print(table)
             console.print(format_summary(report, ideal))
         problems = write_reports(report_to_json(report, code, ideal), report, json_path, html_path)
+        # emoji=False: no ':name:' in a message is an emoji, and no module is
+        # loaded to print it (a run out of open files could not load one).
         for failure in [*report.failures, *report.violations, *problems]:
             console.print(
-                f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True
+                f"[bold red]mpmarket: error:[/] {failure}",
+                highlight=False,
+                soft_wrap=True,
+                emoji=False,
             )
         for line in report.stall:
             console.print(f"[bold red]mpmarket:[/] {line}", highlight=False, soft_wrap=True)

@@ -37,6 +37,7 @@ from typing import Any
 
 from mpmarket.proc.interrupts import blocked
 from mpmarket.proc.lifeline import ChildProcess
+from mpmarket.proc.limits import out_of_resources
 
 __all__ = ["ForkedProcess", "start_child"]
 
@@ -62,7 +63,12 @@ class ForkedProcess:
             raise RuntimeError(f"process {self.name} was already started")
         _flush_std_streams()  # else the child writes out the parent's buffered output again
         read_end, write_end = os.pipe()  # the child holds the write end until it ends
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # EAGAIN (too many processes), ENOMEM: no descriptor leaks
+            os.close(read_end)
+            os.close(write_end)
+            raise
         if pid == 0:
             os.close(read_end)
             os._exit(self._run_child())
@@ -82,9 +88,11 @@ class ForkedProcess:
                 return exit_.code
             print(exit_.code, file=sys.stderr)
             return 1
-        except BaseException:
-            print(f"Process {self.name}:", file=sys.stderr)
-            traceback.print_exc()
+        except BaseException as error:
+            why = out_of_resources(error)  # one line: no traceback for what is not a bug
+            print(f"Process {self.name}:{f' {why}' if why else ''}", file=sys.stderr)
+            if why is None:
+                traceback.print_exc()
             return 1
         finally:
             _flush_std_streams()

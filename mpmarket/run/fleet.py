@@ -52,6 +52,7 @@ from mpmarket.proc.lifeline import (
     join_all,
     stop_processes,
 )
+from mpmarket.proc.limits import FilesNeeded, open_files_needed, spawn_error
 from mpmarket.products import Product
 from mpmarket.run.agent import process_main
 from mpmarket.run.messages import (
@@ -113,6 +114,7 @@ class AgentFleet:
         # one would hang set() for ever (proc.flag).
         self._start = ProcessFlag(ctx)
         self._stop = ProcessFlag(ctx)
+        self._files: FilesNeeded | None = None  # what spawn() needs: for its error
 
     def spawn(
         self, workload: Workload, agents_per_process: int, address: Address, authkey: bytes
@@ -120,9 +122,13 @@ class AgentFleet:
         """Start the agent processes: producers, then consumers, packed by role.
 
         A stop asked meanwhile ends it between two processes (KeyboardInterrupt):
-        every process started is tracked, and ``stop()`` ends it.
+        every process started is tracked, and ``stop()`` ends it. A pipe or
+        a fork the system refuses is a ResourceLimitError naming the agent.
         """
-        for members in pack_agents(workload, agents_per_process):
+        packs = list(pack_agents(workload, agents_per_process))
+        agents = sum(map(len, packs))
+        self._files = open_files_needed(len(packs), agents, agents_per_process)
+        for members in packs:
             self.interrupts.check()
             self._spawn_process(members, address, authkey)
 
@@ -152,17 +158,24 @@ class AgentFleet:
     def _start_process(
         self, name: str, target: Callable[..., object], args: tuple[Any, ...]
     ) -> tuple[connection.Connection, ChildProcess]:
-        """Start ``target(*args, writer, start, stop, run_pid)``; return the pipe's reader."""
-        reader, writer = self.ctx.Pipe(duplex=False)
+        """Start ``target(*args, writer, start, stop, run_pid)``; return the pipe's reader.
+
+        ResourceLimitError if the system refuses the pipe or the process.
+        """
         try:
-            process = start_child(
-                self.ctx, target, name, (*args, writer, self._start, self._stop, os.getpid())
-            )
-        except BaseException:
-            reader.close()
-            raise
-        finally:
-            writer.close()
+            reader, writer = self.ctx.Pipe(duplex=False)
+            try:
+                process = start_child(
+                    self.ctx, target, name, (*args, writer, self._start, self._stop, os.getpid())
+                )
+            except BaseException:
+                reader.close()
+                raise
+            finally:
+                writer.close()
+        except OSError as error:  # out of files, processes or memory: one line, no traceback
+            what = f"process {name}" if self._files is None else f"agent {name}"
+            raise spawn_error(what, error, self._files) from error
         return reader, process
 
     def _track(

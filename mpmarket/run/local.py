@@ -87,10 +87,11 @@ from mpmarket.net.wire import Address, format_address
 from mpmarket.proc.context import process_context
 from mpmarket.proc.interrupts import Interrupts, TimeLimitExpired, blocked, time_limit
 from mpmarket.proc.lifeline import STOP_GRACE, TERMINATE_GRACE, ChildProcess
+from mpmarket.proc.limits import ensure_open_files, open_files_needed, spawn_error
 from mpmarket.products import Product
 from mpmarket.run.fleet import SERVER_DEATH_GRACE, AgentFleet, AgentState, server_died
 from mpmarket.run.messages import Closed, Died, Done, Failed, Order
-from mpmarket.run.plan import default_stall_timeout
+from mpmarket.run.plan import default_stall_timeout, pack_agents
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport, utc_now
 from mpmarket.run.timeline import SAMPLE_INTERVAL_S
 from mpmarket.run.watch import MarketWatch
@@ -201,6 +202,10 @@ class LocalRun:
         market_started = shutdown_started = None
         try:
             self.interrupts.check()
+            packs = pack_agents(self.workload, self.agents_per_process)
+            ensure_open_files(  # ulimit -n raised to what the run needs (said), or refused
+                open_files_needed(len(packs), sum(map(len, packs)), self.agents_per_process)
+            )
             address, authkey = self._attach()
             self._fleet.spawn(self.workload, self.agents_per_process, address, authkey)
             self._fleet.wait_ready(self._server())
@@ -262,13 +267,16 @@ class LocalRun:
         else:
             authkey = new_authkey()
             start = start_classic_server if self.market == "classic" else start_server
-            with blocked((signal.SIGINT, signal.SIGHUP)):  # the server inherits them blocked
-                self._manager = start(
-                    self.workload.queue_size_per_producer,
-                    authkey=authkey,
-                    ctx=self.ctx,
-                    log=self.log,
-                )
+            try:
+                with blocked((signal.SIGINT, signal.SIGHUP)):  # the server inherits them blocked
+                    self._manager = start(
+                        self.workload.queue_size_per_producer,
+                        authkey=authkey,
+                        ctx=self.ctx,
+                        log=self.log,
+                    )
+            except OSError as error:  # out of files, processes or memory
+                raise spawn_error("the market server", error) from error
             address = self._manager.address
         try:
             with self.interrupts.interruptible():  # it may retry for connect_timeout
