@@ -45,7 +45,11 @@ def precise_timers() -> bool:
 
 
 class PreciseSelect:
-    """``selector.select(timeout)`` with a timeout to the microsecond where it is epoll."""
+    """``selector.select(timeout)`` with a timeout to the microsecond where it is epoll.
+
+    A busy loop (events on its last turn) first looks without waiting, one
+    epoll call as before; only a wait that may sleep costs a ``select`` more.
+    """
 
     def __init__(self, selector: selectors.BaseSelector) -> None:
         self._selector = selector
@@ -53,17 +57,21 @@ class PreciseSelect:
         self._fd: int | None = (
             selector.fileno() if epoll is not None and isinstance(selector, epoll) else None
         )
+        self._busy = False  # the last call returned events
 
     def __call__(self, timeout: float | None) -> _Events:
         """The events ready within ``timeout`` seconds (None: no limit, 0: ready now)."""
         fd = self._fd
-        if timeout and fd is not None:
+        if not timeout or fd is None:
+            events = self._selector.select(timeout)
+        elif self._busy and (events := self._selector.select(0)):
+            pass
+        else:
             try:
                 ready = select.select([fd], [], [], timeout)[0]
             except ValueError:  # a descriptor past FD_SETSIZE: epoll's own timeout from now on
                 self._fd = None
                 return self._selector.select(timeout)
-            if not ready:
-                return []
-            timeout = 0.0
-        return self._selector.select(timeout)
+            events = self._selector.select(0) if ready else []
+        self._busy = bool(events)
+        return events
