@@ -16,6 +16,9 @@ publish had started, so it was not waiting), ``p50_us``, ``p90_us``,
 ``p50_vs_wake_rt`` (p50 over wake p50 + rt), ``p99_vs_wake_rt``,
 ``p50_vs_classic`` and ``p99_vs_classic`` (over the classic case of the same
 round). ``floor`` is the 1-client floor.
+
+Then, in every round, timed-out waits of 1 and 5 ms against ``time.sleep``
+(``mpmarket.bench.waits``): cases ``"timed-out wait, 1 ms"`` and ``"..., 5 ms"``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from mpmarket.bench.churn import CHURN_PUBLISH_WAIT
 from mpmarket.bench.classic import CLASSIC_PROCESSES, MPMARKET, BenchServer, open_market
 from mpmarket.bench.floor import _floor_round
 from mpmarket.bench.results import BenchResult, Case, Progress, _quiet, _ratio, percentile
+from mpmarket.bench.waits import WAITS_SAMPLES, WAITS_TIMEOUTS, waits_name, waits_round
 from mpmarket.bench.wake import wake_round
 from mpmarket.bench.workers import RESULT_GRACE, _Fleet
 from mpmarket.errors import RunError
@@ -245,17 +249,27 @@ def run_latency(
             ours["p99_vs_wake_rt"] = _ratio(ours["p99_us"], _sum(wake["p99_us"], rt))
             ours["p50_vs_classic"] = _ratio(ours["p50_us"], classic["p50_us"])
             ours["p99_vs_classic"] = _ratio(ours["p99_us"], classic["p99_us"])
+        progress(f"latency: timed-out waits, round {number + 1} of {repeat}")
+        waits = waits_round(WAITS_TIMEOUTS, min(samples, WAITS_SAMPLES), ctx)
+        for timeout, figures in waits.items():
+            rounds.setdefault(waits_name(timeout), []).append(figures)
     params = {
         "consumers": list(consumers),
         "samples": samples,
         "period_ms": period * 1000,
         "floor_calls": floor_calls,
         "classic_retry_wait_ms": classic_retry_wait * 1000,
+        "wait_timeouts_ms": [timeout * 1000 for timeout in WAITS_TIMEOUTS],
+        "wait_samples": min(samples, WAITS_SAMPLES),
     }
     names = [
         label for n in consumers for label in (_consumers_name(n), f"{_consumers_name(n)}, classic")
     ]
     cases = [Case.of(label, rounds[label], {}) for label in names]
+    for timeout in WAITS_TIMEOUTS:  # every call timed out, as on an empty market it must
+        waited = rounds[waits_name(timeout)]
+        done = all(figures["timed_out"] == figures["samples"] for figures in waited)
+        cases.append(Case.of(waits_name(timeout), waited, {"timed out": done}))
     return BenchResult("latency", repeat, params, cases, floor=Case.of("1 client", floors, {}))
 
 

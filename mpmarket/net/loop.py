@@ -53,6 +53,7 @@ from mpmarket.core.market import AddWait, Marketplace, PublishWait
 from mpmarket.net.framing import DRAIN_MAX, Framing, header, too_large
 from mpmarket.net.mp_private import take_handle
 from mpmarket.net.shortage import Shortages, resource_of
+from mpmarket.net.timing import PreciseSelect, precise_timers
 from mpmarket.net.tls import TLSConnection
 from mpmarket.net.wire import DEFAULT_MAX_REQUEST_SIZE
 
@@ -177,6 +178,7 @@ class ConnectionLoop:
         self._order = itertools.count()  # ties between equal deadlines
         self._clients: set[_Client] = set()
         self._thread_id: int | None = None
+        self._woke = time.monotonic()  # when the selector last returned
 
     # -- any thread ------------------------------------------------------------
 
@@ -223,10 +225,13 @@ class ConnectionLoop:
     def run(self) -> None:
         """Serve for good: read, call, answer, and answer parked calls."""
         self._thread_id = threading.get_ident()
-        select = self._selector.select
+        precise_timers()  # timed-out calls answered on time (mpmarket.net.timing)
+        select = PreciseSelect(self._selector)
         try:
             while True:
-                for key, mask in select(self._timeout()):
+                events = select(self._timeout())
+                self._woke = time.monotonic()  # what a call parked in this turn counts from
+                for key, mask in events:
                     client = key.data
                     if client is None:  # a kick: arrivals, or parked calls woken elsewhere
                         self._drain_waker()
@@ -410,7 +415,8 @@ class ConnectionLoop:
     def _park(self, parked: _Parked, wait: AddWait | PublishWait) -> None:
         parked.wait = wait
         parked.client.parked = parked
-        deadline = time.monotonic() + wait.timeout
+        # From when the loop woke to its request, not from when it got to it.
+        deadline = self._woke + wait.timeout
         heapq.heappush(self._deadlines, (deadline, next(self._order), parked))
         # At most one parked call a client: past that, entries are answered ones.
         if len(self._deadlines) > 2 * len(self._clients) + 1024:

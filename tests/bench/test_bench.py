@@ -197,6 +197,16 @@ LATENCY_VERSUS = {
     "p50_vs_classic",
     "p99_vs_classic",
 }
+WAITS_FIGURES = {
+    "samples",
+    "timed_out",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "sleep_p50_us",
+    "sleep_p90_us",
+    "p90_minus_sleep_us",
+}
 
 
 def test_latency(tmp_path: Path) -> None:
@@ -220,10 +230,25 @@ def test_latency(tmp_path: Path) -> None:
         "1 consumer, classic",
         "3 consumers",
         "3 consumers, classic",
+        "timed-out wait, 1 ms",
+        "timed-out wait, 5 ms",
     ]
     assert data["params"]["classic_retry_wait_ms"] == pytest.approx(0.5)
+    assert data["params"]["wait_timeouts_ms"] == [1, 5]
+    assert data["params"]["wait_samples"] == 50
     check_case(data["floor"], FLOOR_FIGURES)
     rt = median(data["floor"], "rt_us")
+    for name in ("timed-out wait, 1 ms", "timed-out wait, 5 ms"):
+        waits = cases.pop(name)
+        check_case(waits, WAITS_FIGURES)
+        assert waits["checks"] == {"timed out": True}  # every call returned False
+        assert median(waits, "samples") == median(waits, "timed_out") == 50
+        assert median(waits, "p50_us") <= median(waits, "p90_us")
+        assert median(waits, "p90_us") <= median(waits, "p99_us")
+        assert median(waits, "sleep_p50_us") <= median(waits, "sleep_p90_us")
+        assert median(waits, "p90_minus_sleep_us") == pytest.approx(
+            median(waits, "p90_us") - median(waits, "sleep_p90_us")
+        )
     for name, case in cases.items():
         classic = name.endswith("classic")
         check_case(case, LATENCY_FIGURES if classic else LATENCY_FIGURES | LATENCY_VERSUS)
