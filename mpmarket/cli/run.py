@@ -32,6 +32,7 @@ from mpmarket.cli.options import (
     market_option,
     quiet_option,
     start_method_option,
+    trace_option,
     workload_options,
 )
 from mpmarket.core.simulate import simulate
@@ -53,6 +54,7 @@ __all__ = ["run"]
 @log_options
 @json_option
 @html_option
+@trace_option
 @quiet_option
 @click.option(
     "--connect",
@@ -112,6 +114,7 @@ def run(
     log_backups: int,
     json_path: Path | None,
     html_path: Path | None,
+    trace_path: Path | None,
     quiet: bool,
     connect: Address | None,
     authkey_file: Path | None,
@@ -201,6 +204,7 @@ def run(
                 agents_per_process=agents_per_process,
                 market=market,
                 interrupts=interrupts,
+                trace=trace_path is not None,
             ).run()
         finally:
             observer.close()
@@ -217,7 +221,9 @@ def run(
             for table in format_agents(report):
                 console.print(table)
             console.print(format_summary(report, ideal))
-        problems = write_reports(report_to_json(report, code, ideal), report, json_path, html_path)
+        problems = write_reports(
+            report_to_json(report, code, ideal), report, json_path, html_path, trace_path=trace_path
+        )
         for failure in [*report.failures, *report.violations, *problems]:
             console.print(
                 f"[bold red]mpmarket: error:[/] {failure}", highlight=False, soft_wrap=True

@@ -73,7 +73,7 @@ from mpmarket.errors import (
 )
 from mpmarket.products import Product
 
-__all__ = ["LAPSE_GRACE_S", "AddWait", "Marketplace", "PublishWait"]
+__all__ = ["HANDOFF", "LAPSE_GRACE_S", "AddWait", "Marketplace", "PublishWait"]
 
 # How long an add that timed out keeps its place in line for the retry of
 # the same cart (see "A waiter's place survives its tries" above). A retry
@@ -88,6 +88,11 @@ LAPSE_GRACE_S = 1.0
 _LAPSE_CHECK_MIN_S = 0.001
 
 Wake = Callable[[], None]
+
+# The log level of the hand-over lines: above INFO, so that a log kept at
+# "HANDOFF" (``--trace``) has them without a line per operation.
+HANDOFF = 25
+logging.addLevelName(HANDOFF, "HANDOFF")
 
 _T = TypeVar("_T")
 
@@ -210,7 +215,10 @@ class Marketplace:
     """Producers publish products, consumers put them in carts and order them.
 
     ``queue_size_per_producer`` caps how many units one producer may have on
-    sale. Pass a ``logger`` to log every operation with its arguments and result.
+    sale. Pass a ``logger`` to log every operation with its arguments and result,
+    and (at ``HANDOFF``, between INFO and WARNING) each unit a publish, a remove
+    or a cart given back hands straight into a waiting add's cart, with the
+    ``time.monotonic_ns()`` of the hand-over: what ``--trace`` draws its arrows from.
     """
 
     def __init__(
@@ -420,7 +428,7 @@ class Marketplace:
             units = cart.get(product)
             removed = 0
             while units and removed < quantity:
-                self._put_on_sale(units.pop(), product)
+                self._put_on_sale(units.pop(), product, ("remove", cart_id))
                 removed += 1
             if units == []:
                 del cart[product]
@@ -672,15 +680,20 @@ class Marketplace:
         released = 0
         for product, units in cart.items():
             for producer_id in units:
-                self._put_on_sale(producer_id, product)
+                self._put_on_sale(producer_id, product, ("release", cart_id))
                 released += 1
         cart.clear()
         for lapsed in settled:
             self._dispatch(lapsed.product)
         return released
 
-    def _put_on_sale(self, producer_id: int, product: Product) -> None:
-        """A unit goes on sale, or straight into the cart of the first waiter."""
+    def _put_on_sale(
+        self, producer_id: int, product: Product, by: tuple[str, int] | None = None
+    ) -> None:
+        """A unit goes on sale, or straight into the cart of the first waiter.
+
+        ``by``: who puts it there, for the log (default: its producer's publish).
+        """
         if self._lapses:
             self._let_due_lapses_go()
         waiters = self._add_waiters.get(product)
@@ -692,6 +705,8 @@ class Marketplace:
             waiter = waiters[0]
             waiter.cart.setdefault(product, []).append(producer_id)
             waiter.received += 1
+            if self._log:
+                self._log_handoff(by or ("publish", producer_id), product, waiter)
             if waiter.received == waiter.needed:
                 waiters.popleft()
                 waiter.wake()
@@ -852,6 +867,20 @@ class Marketplace:
     def _check_open(self) -> None:
         if self._closed:
             raise MarketClosedError()
+
+    def _log_handoff(self, by: tuple[str, int], product: Product, waiter: AddWait) -> None:
+        """``handed(publish, 3, Tea(...)) -> cart 5 (1 of 2) at 812345678901 ns``."""
+        assert self._log is not None
+        self._log.log(
+            HANDOFF,
+            "handed(%s, %d, %r) -> cart %d (%d of %d) at %d ns",
+            *by,
+            product,
+            waiter.cart_id,
+            waiter.received,
+            waiter.needed,
+            time.monotonic_ns(),
+        )
 
     def _logged(self, operation: str, result: _T, *args: object) -> _T:
         """Return ``result``, logging the operation first when a log is set."""

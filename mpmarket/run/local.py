@@ -93,6 +93,7 @@ from mpmarket.run.messages import Closed, Died, Done, Failed, Order
 from mpmarket.run.plan import default_stall_timeout
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport, utc_now
 from mpmarket.run.timeline import SAMPLE_INTERVAL_S
+from mpmarket.run.trace import TraceRecording
 from mpmarket.run.watch import MarketWatch
 
 __all__ = ["MARKETS", "LocalRun"]
@@ -122,6 +123,7 @@ class LocalRun:
 
     ``interrupts``: where a stop is asked; by default the one installed
     (``Interrupts.installed()``), else Python's own KeyboardInterrupt.
+    ``trace``: the report gets the run's trace (``run.trace``, ``--trace``).
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class LocalRun:
         agents_per_process: int = 1,
         market: str = "mpmarket",
         interrupts: Interrupts | None = None,
+        trace: bool = False,
     ) -> None:
         if connect is not None and authkey is None:
             raise ValueError("connect needs the market's authkey")
@@ -157,7 +160,9 @@ class LocalRun:
         self.workload = workload
         self.observer = observer or RunObserver()
         self.ctx = process_context(start_method)
-        self.log = log
+        own_log = connect is None and market == "mpmarket"  # --trace: hand-overs logged
+        self._trace = TraceRecording(log, server_log=own_log) if trace else None
+        self.log = self._trace.log if self._trace is not None else log
         self.started_at = time.perf_counter() if started_at is None else started_at
         self.connect = connect
         self._authkey = authkey
@@ -188,7 +193,7 @@ class LocalRun:
         self._manager: MarketManager | ClassicManager | None = None
         self._market: MarketProxy | ClassicProxy | None = None
         self.interrupts = interrupts or Interrupts.installed() or Interrupts()
-        self._fleet = AgentFleet(self.ctx, self.interrupts, market=market)
+        self._fleet = AgentFleet(self.ctx, self.interrupts, market=market, trace=trace)
 
     def run(self) -> RunReport:
         """Run to the end (or the first failure); a stop asked is reported."""
@@ -206,6 +211,8 @@ class LocalRun:
             self._fleet.wait_ready(self._server())
             market_started = time.perf_counter()
             report.startup_s = market_started - self.started_at
+            if self._trace is not None:
+                self._trace.zero_ns = time.monotonic_ns()
             self._fleet.release()
             self.observer.on_started(report.producers, report.consumers)
             self._collect_orders()
@@ -243,6 +250,8 @@ class LocalRun:
             report.violations += verify_orders(self.workload, report.orders)
             sold = report.books.sold_per_producer if report.books is not None else ()
             report.agents = self._fleet.stats(sold)
+            if self._trace is not None:
+                report.trace = self._trace.build(self._fleet.agents, report.timeline, report.source)
             report.ended_utc = utc_now()
             ended = time.perf_counter()
             report.shutdown_s = ended - shutdown_started
@@ -301,6 +310,8 @@ class LocalRun:
         if consumers_left or self.connect is None:
             producers_left = 0  # they are stopped once the consumers are done
         began = time.monotonic()
+        if self._trace is not None:
+            self._trace.timeline_zero_ns = int(began * 1e9)
         self._watch.start(began)
         next_sample = began
         kills = list(self.kills)
