@@ -102,6 +102,7 @@ def produce(
                         stats.blocked_s += took
                     if trace is not None:
                         name = "publish blocked" if blocked else "publish"
+                        name = name if published else "publish refused"
                         trace.span(name, started, ended, step.product.name)
                     if published:
                         break

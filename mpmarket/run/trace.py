@@ -16,7 +16,8 @@ as Perfetto and chrome://tracing read it):
   "market"; a thread (track) per agent, named after it, in workload order.
 - ``X`` complete events, ``ts`` and ``dur`` in microseconds since the start
   barrier opened: a producer's ``publish`` (``publish blocked`` when it met a
-  full queue) and ``make``; a consumer's ``session``, holding its ``add``
+  full queue, ``publish refused`` for a try that ended with the queue still
+  full) and ``make``; a consumer's ``session``, holding its ``add``
   (``add waiting`` when it waited for products), ``remove`` and ``order``.
   Category ``work``, ``wait`` or ``session``.
 - ``s`` / ``f`` flow events: from the publish (or remove) that handed a unit
@@ -64,7 +65,7 @@ __all__ = [
 PIDS = {"producer": 1, "consumer": 2, "market": 3}
 _PROCESS_NAMES = {1: "producers", 2: "consumers", 3: "market"}
 # Spans that are waits, drawn apart from work.
-WAITS = frozenset({"publish blocked", "add waiting"})
+WAITS = frozenset({"publish blocked", "publish refused", "add waiting"})
 _STARTS = frozenset({"publish", "publish blocked"})  # a producer's spans that hand units
 _ADDS = frozenset({"add", "add waiting"})
 
