@@ -93,7 +93,7 @@ from mpmarket.run.messages import Closed, Died, Done, Failed, Order
 from mpmarket.run.plan import default_stall_timeout
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport, utc_now
 from mpmarket.run.timeline import SAMPLE_INTERVAL_S
-from mpmarket.run.trace import TraceRecording
+from mpmarket.run.trace import TRACE_STOP_GRACE, TraceRecording
 from mpmarket.run.watch import MarketWatch
 
 __all__ = ["MARKETS", "LocalRun"]
@@ -250,14 +250,14 @@ class LocalRun:
             report.violations += verify_orders(self.workload, report.orders)
             sold = report.books.sold_per_producer if report.books is not None else ()
             report.agents = self._fleet.stats(sold)
-            if self._trace is not None:
-                report.trace = self._trace.build(self._fleet.agents, report.timeline, report.source)
             report.ended_utc = utc_now()
             ended = time.perf_counter()
             report.shutdown_s = ended - shutdown_started
             report.wall_s = ended - self.started_at
         # After the timings: a big workload takes a moment to write out.
         report.workload_digest = hashlib.sha256(dump_toml(self.workload).encode()).hexdigest()
+        if self._trace is not None:  # so are many spans, merged
+            report.trace = self._trace.build(self._fleet.agents, report.timeline, report.source)
         return report
 
     # -- phases --------------------------------------------------------------
@@ -436,9 +436,10 @@ class LocalRun:
                         server.kill()
         # A stopped consumer of a --connect run finishes the add it is in and
         # may order it: what was bought is printed, not lost.
-        self._fleet.stop(
-            STOP_GRACE if own_market else STOP_GRACE + WAIT_PER_TRY, self._record_order
-        )
+        grace = STOP_GRACE if own_market else STOP_GRACE + WAIT_PER_TRY
+        if self._trace is not None:  # each agent sends its spans as it ends
+            grace += TRACE_STOP_GRACE
+        self._fleet.stop(grace, self._record_order)
         if self._market is not None:
             self._market.disconnect()
         if self.interrupts.hurry:

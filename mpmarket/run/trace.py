@@ -52,6 +52,7 @@ from mpmarket.run.timeline import Timeline
 __all__ = [
     "HANDOFF_LOG_MAX_BYTES",
     "PIDS",
+    "TRACE_STOP_GRACE",
     "WAITS",
     "Handoff",
     "TraceRecording",
@@ -240,6 +241,8 @@ def build_trace(
             "handoffs": len(handoffs),
             "flows": len(flows) // 2,
             "handoffs_without_spans": unmatched,
+            # killed, or stopped before they could send them
+            "agents_without_spans": [a.name for a in agents if a.trace is None],
             "notes": list(notes),
         },
     }
@@ -313,6 +316,12 @@ def _counters(timeline: Timeline, timeline_zero_ns: int, zero_ns: int) -> list[d
         )
     return events
 
+
+# More time the shutdown gives a traced run's agents to end: each sends its
+# spans then (up to MAX_SPANS: a few MB to pickle and pipe), and on a loaded
+# machine a stress run's agents were seen to need more than STOP_GRACE. It is
+# only waited for while an agent has not ended.
+TRACE_STOP_GRACE = 5.0
 
 # The temporary hand-over log of a traced run (without --log): one line per
 # unit handed to a waiting cart, about 120 bytes; rotated past this size, the

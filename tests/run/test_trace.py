@@ -14,6 +14,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mpmarket.core.market import HANDOFF, Marketplace
 from mpmarket.core.tracing import Recorder
 from mpmarket.products import Tea
@@ -140,6 +142,7 @@ def test_course_case_04_trace_matches_the_run(tmp_path, conformance_dir):
     assert threads == agents
     other = trace["otherData"]
     assert other["handoffs"] == other["flows"] and other["handoffs_without_spans"] == 0
+    assert other["agents_without_spans"] == [] and other["spans_dropped"] == {}
     counters = {e["name"] for e in trace["traceEvents"] if e["ph"] == "C"}
     assert counters == {"units on sale", "waiting"}
     assert 'id="lanes"' in page and all(f">{name}</text>" in page for name in agents)
@@ -192,10 +195,12 @@ def test_stress_trace(tmp_path):
     assert _names(tracks)["order"] > 0
 
 
-def test_the_market_logs_which_publish_filled_which_waiting_cart():
+@pytest.mark.parametrize("level", [HANDOFF, logging.INFO])
+def test_the_market_logs_which_publish_filled_which_waiting_cart(level):
+    """At INFO as they happen; at HANDOFF (--trace's log) kept till the close."""
     records: list[logging.LogRecord] = []
-    logger = logging.getLogger("test_trace.handoffs")
-    logger.setLevel(HANDOFF)
+    logger = logging.getLogger(f"test_trace.handoffs.{level}")
+    logger.setLevel(level)
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
     logger.addHandler(handler)
@@ -212,8 +217,12 @@ def test_the_market_logs_which_publish_filled_which_waiting_cart():
         assert market.publish(producer, tea, 30.0)
         waiter.join(30)
         assert got == [2]
+        written = [r for r in records if r.levelno == HANDOFF]
+        assert len(written) == (2 if level == logging.INFO else 0)
+        market.close()
     finally:
         logger.removeHandler(handler)
+    records = [r for r in records if r.levelno == HANDOFF]
     handoffs = [parse_handoff(record.getMessage()) for record in records]
     assert [(h.by, h.who, h.cart, h.received, h.needed) for h in handoffs if h] == [
         ("publish", producer, cart, 1, 2),
