@@ -121,12 +121,12 @@ def _us(t_ns: int, zero_ns: int) -> float:
     return round((t_ns - zero_ns) / 1000, 3)
 
 
+# What a span's detail is, by its name (the rest: the product's name).
+_DETAILS = {"session": "session", "order": "products"}
+
+
 def _args(name: str, detail: object) -> dict[str, Any]:
-    if name == "session":
-        return {"session": detail}
-    if name == "order":
-        return {"products": detail}
-    return {"product": detail} if detail is not None else {}
+    return {_DETAILS.get(name, "product"): detail} if detail is not None else {}
 
 
 def _category(name: str) -> str:
