@@ -344,7 +344,9 @@ class TraceRecording:
         self.notes: list[str] = []
         self._temporary: Path | None = None
         if not server_log:
-            self.notes.append("no flows: the market's hand-overs are not logged here")
+            self.notes.append(
+                "no flows: a --connect or classic market's hand-overs are not logged here"
+            )
         elif log is None:
             self._temporary = Path(tempfile.mkdtemp(prefix="mpmarket-trace-"))
             path = self._temporary / "handoffs.log"

@@ -160,6 +160,15 @@ def test_a_waiting_add_gets_arrows_from_the_publishes_that_filled_it(tmp_path):
     assert trace["otherData"]["handoffs_without_spans"] == 0
 
 
+def test_a_run_with_its_own_operation_log_takes_the_arrows_from_it(tmp_path):
+    config, log = tmp_path / "waiting.toml", tmp_path / "operations.log"
+    config.write_text(WAITING_WORKLOAD)
+    trace, report, _ = _run_traced(tmp_path, config, "--log-file", log)
+    _check_counts(check_trace(trace), report)
+    handed = [line for line in log.read_text().splitlines() if parse_handoff(line)]
+    assert len(handed) == trace["otherData"]["handoffs"] == trace["otherData"]["flows"] >= 1
+
+
 def test_a_generated_run_with_packed_agents(tmp_path):
     trace, report, _ = _run_traced(
         tmp_path,
