@@ -54,8 +54,9 @@ def write_reports(
     json_path: Path | None,
     html_path: Path | None,
     interrupts: Interrupts | None = None,
+    trace_path: Path | None = None,
 ) -> list[str]:
-    """The --json and --html files of a run; a line for each that could not be written.
+    """The --json, --html and --trace files of a run; a line for each that could not be written.
 
     Each file is written whole or not at all (``output.write_file``). A
     signal that comes while one is written (a pipe nobody reads blocks it)
@@ -70,7 +71,10 @@ def write_reports(
     ]
     if report.timeline is not None:
         timeline = report.timeline
-        files.append((html_path, lambda: render_html(document, timeline)))
+        files.append((html_path, lambda: render_html(document, timeline, report.trace)))
+    if report.trace is not None:
+        trace = report.trace
+        files.append((trace_path, lambda: json.dumps(trace, separators=(",", ":")) + "\n"))
     for path, text in files:
         if path is None:
             continue

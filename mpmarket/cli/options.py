@@ -47,6 +47,7 @@ __all__ = [
     "start_method_option",
     "tls_ca_option",
     "tls_server_options",
+    "trace_option",
     "use_tls_ca",
     "workload_options",
 ]
@@ -223,6 +224,14 @@ html_option = click.option(
     "html_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help='Write a self-contained HTML report with charts to this file ("-" for stdout).',
+)
+trace_option = click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.json",
+    help="Write the run's timeline to this file in the Trace Event Format "
+    "(open it in ui.perfetto.dev or chrome://tracing).",
 )
 quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="No live view and no summary on stderr."

@@ -34,6 +34,7 @@ from mpmarket.cli.options import (
     quiet_option,
     start_method_option,
     tls_ca_option,
+    trace_option,
     use_tls_ca,
     workload_options,
 )
@@ -56,6 +57,7 @@ __all__ = ["run"]
 @log_options
 @json_option
 @html_option
+@trace_option
 @quiet_option
 @click.option(
     "--connect",
@@ -116,6 +118,7 @@ def run(
     log_backups: int,
     json_path: Path | None,
     html_path: Path | None,
+    trace_path: Path | None,
     quiet: bool,
     connect: Address | None,
     authkey_file: Path | None,
@@ -218,6 +221,7 @@ def run(
                 agents_per_process=agents_per_process,
                 market=market,
                 interrupts=interrupts,
+                trace=trace_path is not None,
             ).run()
         finally:
             observer.close()
@@ -234,7 +238,9 @@ def run(
             for table in format_agents(report):
                 console.print(table)
             console.print(format_summary(report, ideal))
-        problems = write_reports(report_to_json(report, code, ideal), report, json_path, html_path)
+        problems = write_reports(
+            report_to_json(report, code, ideal), report, json_path, html_path, trace_path=trace_path
+        )
         # emoji=False: no ':name:' in a message is an emoji, and no module is
         # loaded to print it (a run out of open files could not load one).
         for failure in [*report.failures, *report.violations, *problems]:

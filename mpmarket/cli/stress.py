@@ -23,6 +23,7 @@ from mpmarket.cli.options import (
     json_option,
     quiet_option,
     start_method_option,
+    trace_option,
 )
 from mpmarket.cli.output import StdoutLostError, echo
 from mpmarket.errors import WorkloadError
@@ -78,6 +79,7 @@ __all__ = ["stress"]
 @agents_per_process_option
 @json_option
 @html_option
+@trace_option
 @quiet_option
 def stress(
     producers: int,
@@ -90,6 +92,7 @@ def stress(
     agents_per_process: int,
     json_path: Path | None,
     html_path: Path | None,
+    trace_path: Path | None,
     quiet: bool,
 ) -> None:
     """Churn the market as fast as it goes, kill agents, and check the books.
@@ -136,7 +139,11 @@ def stress(
         )
         try:
             result = run_stress(
-                plan, observer=observer, start_method=start_method, started_at=started_at
+                plan,
+                observer=observer,
+                start_method=start_method,
+                started_at=started_at,
+                trace=trace_path is not None,
             )
         finally:
             observer.close()
@@ -159,7 +166,7 @@ def stress(
                 "ok": result.ok,
             }
         }
-        problems = write_reports(document, report, json_path, html_path)
+        problems = write_reports(document, report, json_path, html_path, trace_path=trace_path)
         for problem in result.problems:
             console.print(
                 f"[bold red]mpmarket: violation:[/] {problem}", highlight=False, soft_wrap=True

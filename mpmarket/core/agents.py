@@ -8,16 +8,20 @@ Waiting is done by the market: ``publish`` and ``add_many`` answer only when a
 slot or a product appears or the per-try wait passes (the server parks the
 call, no thread of it waits), so the loops below never sleep to poll. The only
 sleep is a producer's make time.
+
+Given a ``tracing.Recorder`` (``--trace``), they record each call, make time,
+session and order as a span; without one they pay one ``is not None`` test
+per call.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from mpmarket.core.books import Market
+from mpmarket.core.tracing import Recorder, now_ns
 from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.products import Product
 
@@ -70,6 +74,7 @@ def produce(
     stop: StopSignal,
     ready: Callable[[int], None] = _no_op,
     stats: AgentStats | None = None,
+    trace: Recorder | None = None,
 ) -> int:
     """Register, call ``ready(producer_id)``, then cycle over the steps until ``stop``.
 
@@ -88,18 +93,29 @@ def produce(
         for step in spec.steps:
             for _ in range(step.quantity):
                 while True:
-                    started = time.perf_counter()
+                    started = now_ns()
                     published = market.publish(producer_id, step.product, wait)
-                    took = time.perf_counter() - started
-                    if took > QUICK_CALL_S or not published:
+                    ended = now_ns()
+                    took = (ended - started) / 1e9
+                    blocked = took > QUICK_CALL_S or not published
+                    if blocked:
                         stats.blocked_s += took
+                    if trace is not None:
+                        name = "publish blocked" if blocked else "publish"
+                        name = name if published else "publish refused"
+                        trace.span(name, started, ended, step.product.name)
                     if published:
                         break
                     if stop.is_set():
                         return stats.published
                 stats.published += 1
-                if step.make_time and stop.wait(step.make_time):
-                    return stats.published
+                if step.make_time:
+                    started = now_ns()
+                    stopped = stop.wait(step.make_time)
+                    if trace is not None:
+                        trace.span("make", started, now_ns(), step.product.name)
+                    if stopped:
+                        return stats.published
     return stats.published
 
 
@@ -110,6 +126,7 @@ def consume(
     stop: StopSignal,
     ready: Callable[[int], None] = _no_op,
     stats: AgentStats | None = None,
+    trace: Recorder | None = None,
 ) -> int:
     """Get a cart, call ``ready(cart_id)``, run every session and deliver each order.
 
@@ -124,20 +141,33 @@ def consume(
     ready(cart_id)
     wait = max(spec.retry_wait_time, WAIT_PER_TRY)
     for number, session in enumerate(spec.sessions):
+        began = now_ns() if trace is not None else 0
         for op in session:
             if op.action == "remove":
+                started = now_ns() if trace is not None else 0
                 market.remove_many(cart_id, op.product, op.quantity)
+                if trace is not None:
+                    trace.span("remove", started, now_ns(), op.product.name)
                 continue
             added = 0
             while added < op.quantity:
-                started = time.perf_counter()
+                started = now_ns()
                 added += market.add_many(cart_id, op.product, op.quantity - added, wait)
-                took = time.perf_counter() - started
-                if took > QUICK_CALL_S or added < op.quantity:
+                ended = now_ns()
+                took = (ended - started) / 1e9
+                waited = took > QUICK_CALL_S or added < op.quantity
+                if waited:
                     stats.waiting_s += took
+                if trace is not None:
+                    trace.span("add waiting" if waited else "add", started, ended, op.product.name)
                 if added < op.quantity and stop.is_set():
                     return number
+        started = now_ns() if trace is not None else 0
         order = market.place_order(cart_id)
+        if trace is not None:
+            ended = now_ns()
+            trace.span("order", started, ended, len(order))
+            trace.span("session", began, ended, number)
         deliver(spec.name, order)
         stats.sessions += 1
         stats.bought += len(order)

@@ -7,7 +7,9 @@ address and key, the pipe's writing end, the start and stop events, the run's
 pid), so it runs the same under fork, spawn and forkserver.
 
 Each agent tells the runner what happens to it with ``messages`` (Ready,
-Order, Done, Stats, Closed, Failed), on the one pipe of its process.
+Order, Done, Stats, Closed, Failed), on the one pipe of its process. With
+``trace`` each agent keeps its spans in memory (``core.tracing.Recorder``)
+and sends them once, in a Trace message just before its last word.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from mpmarket.core.agents import AgentStats, consume, produce
 from mpmarket.core.classic import ClassicAgent
+from mpmarket.core.tracing import Recorder
 from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError
 from mpmarket.net.classic import attach_classic_agent
@@ -30,7 +33,17 @@ from mpmarket.net.wire import Address
 from mpmarket.proc.interrupts import child_signals
 from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
 from mpmarket.products import Product
-from mpmarket.run.messages import AgentMessage, Closed, Done, Failed, Order, Ready, Stats, encode
+from mpmarket.run.messages import (
+    AgentMessage,
+    Closed,
+    Done,
+    Failed,
+    Order,
+    Ready,
+    Stats,
+    Trace,
+    encode,
+)
 from mpmarket.run.plan import Member
 
 __all__ = ["process_main"]
@@ -43,6 +56,7 @@ def process_main(
     address: Address,
     authkey: bytes,
     market: str,
+    trace: bool,
     channel: connection.Connection,
     start: Any,
     stop: Any,
@@ -53,7 +67,8 @@ def process_main(
     One agent runs on the main thread. Several (``agents_per_process``) run a
     thread each, with a connection each; every message goes through the one
     pipe, carrying the agent's place in ``members`` as its slot. ``market``
-    is the kind of market at ``address``: mpmarket's, or ``"classic"``.
+    is the kind of market at ``address``: mpmarket's, or ``"classic"``;
+    ``trace``: record spans and send them at the end (``--trace``).
     """
     child_signals()  # the runner acts on Ctrl-C and SIGHUP; SIGTERM ends this process
     lifeline = Lifeline(parent_pid)
@@ -66,12 +81,12 @@ def process_main(
 
     if len(members) == 1:
         role, spec = members[0]
-        _agent_main(role, spec, 0, address, authkey, send, start, stop, lifeline, market)
+        _agent_main(role, spec, 0, address, authkey, send, start, stop, lifeline, market, trace)
         return
     threads = [
         threading.Thread(
             target=_agent_main,
-            args=(role, spec, slot, address, authkey, send, start, stop, lifeline, market),
+            args=(role, spec, slot, address, authkey, send, start, stop, lifeline, market, trace),
             name=spec.name,
         )
         for slot, (role, spec) in enumerate(members)
@@ -93,6 +108,7 @@ def _agent_main(
     stop: Any,
     lifeline: Lifeline,
     kind: str = "mpmarket",
+    trace: bool = False,
 ) -> None:
     """One agent, from attaching to its last word on the pipe.
 
@@ -110,6 +126,16 @@ def _agent_main(
         send(Order(slot, products))
 
     stats = AgentStats()
+    recorder = Recorder() if trace else None
+
+    def send_trace() -> None:
+        """The spans, once, before the agent's last word (``--trace``)."""
+        nonlocal recorder
+        if recorder is not None:
+            spans, dropped, recorder = recorder.spans, recorder.dropped, None
+            with contextlib.suppress(OSError):
+                send(Trace(slot, spans, dropped))
+
     try:
         market: MarketProxy | ClassicAgent
         if kind == "classic":  # the course's design: its waits sleep here, client-side
@@ -118,23 +144,29 @@ def _agent_main(
             market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role, name=spec.name)
         if role == "producer":
             try:
-                produce(market, spec, stop, ready, stats)  # type: ignore[arg-type]
+                produce(market, spec, stop, ready, stats, recorder)  # type: ignore[arg-type]
             finally:
+                send_trace()
                 with contextlib.suppress(OSError):
                     send(Stats(slot, asdict(stats)))
         else:
-            consume(market, spec, deliver, stop, ready, stats)  # type: ignore[arg-type]
+            consume(market, spec, deliver, stop, ready, stats, recorder)  # type: ignore[arg-type]
+            send_trace()
             send(Done(slot, asdict(stats)))
     except MarketClosedError:
+        send_trace()
         if role == "consumer":  # someone else closed the market too early
             _report_failure(send, slot, "the market was closed before it finished")
         with contextlib.suppress(OSError):  # the normal end of a producer
             send(Closed(slot))
     except MarketUnavailableError as error:
+        send_trace()
         _report_failure(send, slot, str(error), market_lost=True)
     except MpmarketError as error:
+        send_trace()
         _report_failure(send, slot, str(error))
     except Exception:
+        send_trace()
         _report_failure(send, slot, traceback.format_exc(limit=3).strip().splitlines()[-1])
 
 

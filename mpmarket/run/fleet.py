@@ -8,7 +8,7 @@
     release() start.set(): every agent at the barrier goes
     next_messages(timeout)
               connection.wait() on every pipe, every sentinel (and the server's)
-              <── pipe: Ready | Order | Done | Stats | Closed | Failed (messages.decode)
+              <── pipe: Ready | Order | Done | Stats | Closed | Failed | Trace (messages.decode)
               a process that ended: Died for each of its agents that had not finished
     stop()    stop.set(), drain the pipes for a grace, terminate, kill
 
@@ -65,6 +65,7 @@ from mpmarket.run.messages import (
     Order,
     Ready,
     Stats,
+    Trace,
     decode,
 )
 from mpmarket.run.plan import Member, pack_agents
@@ -88,6 +89,7 @@ class AgentState:
     stats: dict[str, Any] | None = None  # its AgentStats, sent as it ends
     sessions: int = 0
     orders: int = 0
+    trace: Trace | None = None  # its spans, with --trace (sent before its last word)
 
 
 Received = list[tuple[AgentState, AgentMessage]]
@@ -103,11 +105,17 @@ class AgentFleet:
     """
 
     def __init__(
-        self, ctx: BaseContext, interrupts: Interrupts | None = None, *, market: str = "mpmarket"
+        self,
+        ctx: BaseContext,
+        interrupts: Interrupts | None = None,
+        *,
+        market: str = "mpmarket",
+        trace: bool = False,
     ) -> None:
         self.ctx = ctx
         self.interrupts = interrupts if interrupts is not None else Interrupts()
         self.market = market  # which market the agents attach to (agent.process_main)
+        self.trace = trace  # --trace: the agents record spans and send them (Trace) at the end
         self.agents: list[AgentState] = []
         self._by_channel: dict[connection.Connection, list[AgentState]] = {}  # a process's agents
         # Not multiprocessing.Event: an agent frozen or killed while waiting on
@@ -136,7 +144,7 @@ class AgentFleet:
         names = [spec.name for _, spec in members]
         name = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
         reader, process = self._start_process(
-            name, process_main, (members, address, authkey, self.market)
+            name, process_main, (members, address, authkey, self.market, self.trace)
         )
         self._track(reader, process, members)
 
@@ -265,6 +273,8 @@ class AgentFleet:
                         agent.ident = ident
                     case Done(stats=stats) | Stats(stats=stats):
                         agent.stats = stats
+                    case Trace():
+                        agent.trace = message
                 if isinstance(message, FINAL):
                     agent.done = True
                 messages.append((agent, message))

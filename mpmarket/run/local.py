@@ -94,6 +94,7 @@ from mpmarket.run.messages import Closed, Died, Done, Failed, Order
 from mpmarket.run.plan import default_stall_timeout, pack_agents
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport, utc_now
 from mpmarket.run.timeline import SAMPLE_INTERVAL_S
+from mpmarket.run.trace import TRACE_STOP_GRACE, TraceRecording
 from mpmarket.run.watch import MarketWatch
 
 __all__ = ["MARKETS", "LocalRun"]
@@ -123,6 +124,7 @@ class LocalRun:
 
     ``interrupts``: where a stop is asked; by default the one installed
     (``Interrupts.installed()``), else Python's own KeyboardInterrupt.
+    ``trace``: the report gets the run's trace (``run.trace``, ``--trace``).
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class LocalRun:
         agents_per_process: int = 1,
         market: str = "mpmarket",
         interrupts: Interrupts | None = None,
+        trace: bool = False,
     ) -> None:
         if connect is not None and authkey is None:
             raise ValueError("connect needs the market's authkey")
@@ -158,7 +161,9 @@ class LocalRun:
         self.workload = workload
         self.observer = observer or RunObserver()
         self.ctx = process_context(start_method)
-        self.log = log
+        own_log = connect is None and market == "mpmarket"  # --trace: hand-overs logged
+        self._trace = TraceRecording(log, server_log=own_log) if trace else None
+        self.log = self._trace.log if self._trace is not None else log
         self.started_at = time.perf_counter() if started_at is None else started_at
         self.connect = connect
         self._authkey = authkey
@@ -189,7 +194,7 @@ class LocalRun:
         self._manager: MarketManager | ClassicManager | None = None
         self._market: MarketProxy | ClassicProxy | None = None
         self.interrupts = interrupts or Interrupts.installed() or Interrupts()
-        self._fleet = AgentFleet(self.ctx, self.interrupts, market=market)
+        self._fleet = AgentFleet(self.ctx, self.interrupts, market=market, trace=trace)
 
     def run(self) -> RunReport:
         """Run to the end (or the first failure); a stop asked is reported."""
@@ -211,6 +216,8 @@ class LocalRun:
             self._fleet.wait_ready(self._server())
             market_started = time.perf_counter()
             report.startup_s = market_started - self.started_at
+            if self._trace is not None:
+                self._trace.zero_ns = time.monotonic_ns()
             self._fleet.release()
             self.observer.on_started(report.producers, report.consumers)
             self._collect_orders()
@@ -254,6 +261,8 @@ class LocalRun:
             report.wall_s = ended - self.started_at
         # After the timings: a big workload takes a moment to write out.
         report.workload_digest = hashlib.sha256(dump_toml(self.workload).encode()).hexdigest()
+        if self._trace is not None:  # so are many spans, merged
+            report.trace = self._trace.build(self._fleet.agents, report.timeline, report.source)
         return report
 
     # -- phases --------------------------------------------------------------
@@ -309,6 +318,8 @@ class LocalRun:
         if consumers_left or self.connect is None:
             producers_left = 0  # they are stopped once the consumers are done
         began = time.monotonic()
+        if self._trace is not None:
+            self._trace.timeline_zero_ns = int(began * 1e9)
         self._watch.start(began)
         next_sample = began
         kills = list(self.kills)
@@ -433,9 +444,10 @@ class LocalRun:
                         server.kill()
         # A stopped consumer of a --connect run finishes the add it is in and
         # may order it: what was bought is printed, not lost.
-        self._fleet.stop(
-            STOP_GRACE if own_market else STOP_GRACE + WAIT_PER_TRY, self._record_order
-        )
+        grace = STOP_GRACE if own_market else STOP_GRACE + WAIT_PER_TRY
+        if self._trace is not None:  # each agent sends its spans as it ends
+            grace += TRACE_STOP_GRACE
+        self._fleet.stop(grace, self._record_order)
         if self._market is not None:
             self._market.disconnect()
         if self.interrupts.hurry:

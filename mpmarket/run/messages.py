@@ -13,6 +13,7 @@ when it has the process to itself)::
     Closed(slot)                      a producer ended because the market was closed
     Failed(slot, why, market_lost)    an agent failed; market_lost: it lost the server
     Result(slot, value)               a benchmark process's body returned ``value``
+    Trace(slot, spans, dropped)       an agent's spans (``--trace``), once, before its last word
     Died(slot, how)                   never sent: the fleet's word for an agent whose
                                       process ended before it said Done, Closed,
                                       Failed or Result
@@ -48,6 +49,7 @@ __all__ = [
     "Ready",
     "Result",
     "Stats",
+    "Trace",
     "decode",
     "encode",
 ]
@@ -114,6 +116,15 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class Trace:
+    """An agent's spans (``core.tracing.Span``) and how many past the cap it dropped."""
+
+    slot: int
+    spans: list[tuple[str, int, int, object]]
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Died:
     """An agent's process ended before the agent's last word (never on a pipe)."""
 
@@ -121,7 +132,7 @@ class Died:
     how: str
 
 
-AgentMessage = Ready | Order | Done | Stats | Closed | Failed | Result | Died
+AgentMessage = Ready | Order | Done | Stats | Closed | Failed | Result | Trace | Died
 
 # The messages after which an agent has nothing more to say.
 FINAL = (Done, Closed, Failed, Result)
@@ -135,6 +146,7 @@ _TAGS: dict[type[AgentMessage], str] = {
     Closed: "closed",
     Failed: "failed",
     Result: "result",
+    Trace: "trace",
 }
 _CLASSES = {tag: cls for cls, tag in _TAGS.items()}
 # The fields after the slot, in order: what follows the tag on the pipe.

@@ -79,6 +79,7 @@ class RunReport:
     settings: dict[str, Any] = field(default_factory=dict)
     workload_digest: str = ""  # sha256 of the workload in canonical TOML
     timeline: Timeline | None = None
+    trace: dict[str, Any] | None = None  # --trace: the Trace Event document (run.trace)
     books: MarketBooks | None = None
     startup_s: float = 0.0
     market_s: float = 0.0

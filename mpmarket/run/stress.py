@@ -140,8 +140,9 @@ def run_stress(
     observer: RunObserver | None = None,
     start_method: str | None = None,
     started_at: float | None = None,
+    trace: bool = False,
 ) -> StressResult:
-    """Run the plan; collect every broken promise as a problem."""
+    """Run the plan; collect every broken promise as a problem (``trace``: ``--trace``)."""
     report = LocalRun(
         plan.workload,
         observer=observer,
@@ -151,6 +152,7 @@ def run_stress(
         kills=plan.kills,
         audit=True,
         agents_per_process=plan.agents_per_process,
+        trace=trace,
     ).run()
     killed = {name for pack in plan.casualties.values() for name in pack}
     problems = list(report.violations)

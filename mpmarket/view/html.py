@@ -1,7 +1,8 @@
 """The ``--html`` report: one self-contained page with a run's summary and charts.
 
 ``render_html`` is pure: it takes the ``--json`` report (``report_to_json``)
-and the run's ``Timeline`` and returns the page as a string. The page needs
+and the run's ``Timeline`` (and with ``--trace`` the trace, drawn as swim
+lanes: ``mpmarket.view.lanes``) and returns the page as a string. The page needs
 nothing but itself: inline CSS, charts drawn as inline SVG
 (``mpmarket.view.charts``), no script, no font, stylesheet or image from
 anywhere else, so it can be kept as a CI artifact, mailed, or opened years
@@ -17,6 +18,7 @@ from typing import Any
 
 from mpmarket.run.timeline import Timeline
 from mpmarket.view.charts import escape, on_sale_chart, rate_chart, waiting_chart
+from mpmarket.view.lanes import swim_lanes
 
 __all__ = ["render_html"]
 
@@ -253,8 +255,11 @@ def _summary(report: dict[str, Any], timeline: Timeline) -> str:
     )
 
 
-def render_html(report_json: dict[str, Any], timeline: Timeline) -> str:
-    """The whole page: header, summary, then the three charts over time."""
+def render_html(
+    report_json: dict[str, Any], timeline: Timeline, trace: dict[str, Any] | None = None
+) -> str:
+    """The whole page: header, summary, the three charts over time, then the
+    swim lanes of ``trace`` (``--trace``'s document) when given."""
     source = str(report_json.get("source", "mpmarket run"))
     exit_code = report_json.get("exit_code")
     meaning = EXIT_MEANINGS.get(exit_code, "unknown") if isinstance(exit_code, int) else "unknown"
@@ -287,6 +292,7 @@ def render_html(report_json: dict[str, Any], timeline: Timeline) -> str:
             on_sale_chart(timeline, times),
             rate_chart(timeline, times, market_s),
             waiting_chart(timeline, times),
+            swim_lanes(trace) if trace is not None else "",
             f"<footer>{escape(footer)}</footer>",
             "</main></body>",
             "</html>",

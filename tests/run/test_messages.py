@@ -30,6 +30,7 @@ from mpmarket.run.messages import (
     Ready,
     Result,
     Stats,
+    Trace,
     decode,
     encode,
 )
@@ -45,6 +46,7 @@ SENT = [
     Ready(0),  # a benchmark process: no agent, no ident
     Result(0, (5000, 1.25, 1.5)),
     Result(0, None),
+    Trace(1, [("add waiting", 10, 25, "Linden"), ("order", 30, 31, 2)], 0),
 ]
 
 
