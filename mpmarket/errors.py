@@ -12,6 +12,7 @@
     ├── MarketUnavailableError      the server cannot be reached or went away
     │   └── MarketLostError         the run's own server died mid-run
     │   └── VersionMismatchError    the server runs another mpmarket or protocol version
+    │   └── UnsafeReplyError        the server sent an object outside the protocol's types
     ├── AuthkeyError                an authkey is missing, unreadable, too short or exposed
     ├── WorkloadError               a workload file or flag is wrong (file, field, expected)
     ├── RunError                    a run failed: an agent died or reported an error
@@ -39,6 +40,7 @@ __all__ = [
     "StallError",
     "UnknownCartError",
     "UnknownProducerError",
+    "UnsafeReplyError",
     "VersionMismatchError",
     "WorkloadError",
 ]
@@ -106,6 +108,14 @@ class MarketUnavailableError(MpmarketError):
 
 class VersionMismatchError(MarketUnavailableError):
     """The server runs another mpmarket version or protocol: refused at attach."""
+
+
+class UnsafeReplyError(MarketUnavailableError):
+    """The server answered with an object outside the protocol's types: refused unbuilt.
+
+    Only the market's own types cross the wire (``mpmarket.net.safe_pickle``);
+    a server that sends anything else is not a market server to trust.
+    """
 
 
 class AuthkeyError(MpmarketError):

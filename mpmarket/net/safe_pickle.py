@@ -1,0 +1,254 @@
+"""Only the market's own types cross the wire: the allow-list unpicklers of both ends.
+
+``multiprocessing.managers`` speaks pickle, and a pickle is a program: a
+``GLOBAL`` opcode names any callable, ``REDUCE`` calls it. The stock server
+unpickles whatever a holder of the key sends (``os.system`` included); here
+both ends read with a ``pickle.Unpickler`` (the C one: subclassing it keeps
+``load`` C-fast) whose ``find_class`` answers only the names of an allow-list
+and refuses everything else before anything is built ("Restricting Globals"
+in the ``pickle`` documentation):
+
+- **requests** (``load_request``, the server): the product classes, nothing
+  else. A request is ``(ident, method, args, kwds)`` of builtin scalars and
+  containers, and products.
+- **answers** (``load_reply``, the clients): the products, the snapshots
+  (``MarketBooks``, ``MarketSnapshot``, ``MarketWaits``, ``AgentInfo``),
+  mpmarket's exceptions and the builtin ``Exception`` classes a method can
+  raise (never ``SystemExit`` nor ``KeyboardInterrupt``).
+
+What ``find_class`` does not cover is closed too: persistent ids are refused
+(``persistent_load``); the extension codes (``EXT1/2/4``) resolve through
+``find_class``, as ``INST`` and ``OBJ`` do; every callable a pickle can reach
+is thus an allowed class, so ``REDUCE``, ``NEWOBJ`` and ``OBJ`` can only build
+those. A product class resolves to a maker that records each product it
+builds, and after ``load`` each recorded product is checked: its state must be
+its fields and nothing else (``BUILD`` on a frozen dataclass writes its
+``__dict__`` directly: a forged hash, a field swapped after ``__post_init__``
+are refused), and each field must be a scalar of its type (a ``str`` or a
+number; a ``Tea`` whose name is a list is refused). A request's arguments are
+scalars or products; a container argument nested deeper than ``MAX_DEPTH`` is
+refused (a pickle builds a 100,000-deep list without recursion; its ``repr``
+or ``hash`` would not).
+
+Two outcomes on the server: ``RefusedPayload`` (a name off the list, a
+persistent id, a tampered product: whoever sent it meant harm; the server
+answers, logs one line and hangs up) and ``InvalidArgumentError`` (a product
+whose fields are not scalars, an argument too deep: answered, the connection
+lives on, as for any other bad argument). A client refuses any of them in an
+answer with ``UnsafeReplyError``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import functools
+import importlib
+import io
+import pickle
+from collections.abc import Iterable
+from typing import IO, Any, ClassVar
+
+from mpmarket import errors
+from mpmarket.errors import InvalidArgumentError, UnsafeReplyError
+from mpmarket.products import PRODUCT_TYPES, Product
+
+__all__ = [
+    "MAX_DEPTH",
+    "REPLY_NAMES",
+    "REQUEST_NAMES",
+    "RefusedPayload",
+    "load_reply",
+    "load_request",
+    "refused",
+]
+
+# How deep a request's container argument may nest. The market's operations
+# take scalars and products only; the stock proxy's tuples and dicts add two.
+MAX_DEPTH = 32
+
+_PRODUCTS = {("mpmarket.products", name): cls for name, cls in PRODUCT_TYPES.items()}
+
+# What a request may name: the products, nothing else.
+REQUEST_NAMES: frozenset[tuple[str, str]] = frozenset(_PRODUCTS)
+
+# What an answer may name besides: the snapshots, mpmarket's exceptions, the
+# builtin exceptions a method can raise. Resolved as pickle resolves names, on
+# first use (``mpmarket.net.wire`` is a module of this layer, above none of it).
+REPLY_NAMES: frozenset[tuple[str, str]] = REQUEST_NAMES | {
+    ("mpmarket.core.books", "MarketBooks"),
+    ("mpmarket.core.books", "MarketSnapshot"),
+    ("mpmarket.core.books", "MarketWaits"),
+    ("mpmarket.net.wire", "AgentInfo"),
+    *(("mpmarket.errors", name) for name in errors.__all__),
+    *(
+        ("builtins", name)
+        for name, value in vars(builtins).items()
+        if isinstance(value, type) and issubclass(value, Exception)
+    ),
+}
+
+_STR = (str,)
+_NUMBER = (int, float)
+# Each product class's fields, in order, with the scalar types each may hold.
+_FIELDS: dict[type[Product], tuple[tuple[str, tuple[type, ...]], ...]] = {
+    cls: tuple(
+        (field.name, _STR if field.type in ("str", str) else _NUMBER)
+        for field in dataclasses.fields(cls)
+    )
+    for cls in PRODUCT_TYPES.values()
+}
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+_CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
+
+
+class RefusedPayload(pickle.UnpicklingError):
+    """A pickle that names what the protocol never sends: refused before it is built."""
+
+
+def _clean(text: str, limit: int = 80) -> str:
+    """A name from a pickle, fit for one log line: quoted, escaped, cut."""
+    shown = repr(text[:limit]) if isinstance(text, str) else repr(type(text).__name__)
+    return shown + ("..." if isinstance(text, str) and len(text) > limit else "")
+
+
+@functools.cache
+def _resolve(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
+
+
+class _RequestUnpickler(pickle.Unpickler):
+    """The C unpickler with the request allow-list."""
+
+    names: ClassVar[dict[tuple[str, str], Any]] = dict(_PRODUCTS)
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.names[module, name]
+        except KeyError:
+            raise RefusedPayload(
+                f"{_clean(module)}.{_clean(name)} is not a type the market takes"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise RefusedPayload("a persistent id is not a type the market takes")
+
+
+class _ReplyUnpickler(_RequestUnpickler):
+    """The C unpickler with the answer allow-list; records the products it builds.
+
+    Products travel anywhere in an answer (a list of them, a snapshot's
+    tuples), so a product class resolves to a maker that keeps each product
+    it builds in ``built``, for ``_check_product`` once the answer is loaded.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        cls = _PRODUCTS.get((module, name))
+        if cls is None:
+            if (module, name) not in REPLY_NAMES:
+                raise RefusedPayload(
+                    f"{_clean(module)}.{_clean(name)} is not a type the market sends"
+                )
+            return _resolve(module, name)
+        built: list[Product] = self.__dict__.setdefault("built", [])
+
+        def make(*fields: Any) -> Product:
+            product = cls(*fields)
+            built.append(product)
+            return product
+
+        return make
+
+
+def _check_product(product: Product) -> None:
+    """A product's state is its fields, each a scalar of its type.
+
+    Raises ``RefusedPayload`` for a tampered state (``BUILD`` wrote it),
+    ``InvalidArgumentError`` for a field of another type.
+    """
+    state = product.__dict__
+    fields = _FIELDS[product.__class__]
+    key = state.get("_key")
+    if len(state) != len(fields) + 1 or type(key) is not tuple or len(key) != len(fields):
+        raise RefusedPayload(f"a {type(product).__name__} whose state is not its fields")
+    for (name, kinds), value in zip(fields, key, strict=True):
+        if state.get(name, key) is not value:
+            raise RefusedPayload(f"a {type(product).__name__} whose state is not its fields")
+        if type(value) not in kinds:
+            raise InvalidArgumentError(
+                f"{type(product).__name__}.{name} must be "
+                f"{'a string' if kinds is _STR else 'a number'}, got {type(value).__name__}"
+            )
+
+
+def _too_deep(value: Any) -> bool:
+    """True if ``value`` nests containers deeper than ``MAX_DEPTH`` (no recursion)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH):
+        inner: list[Any] = []
+        for item in level:
+            if type(item) is dict:
+                inner += [x for x in item.values() if type(x) in _CONTAINERS]
+                inner += [x for x in item if type(x) in _CONTAINERS]
+            else:
+                inner += [x for x in item if type(x) in _CONTAINERS]
+        if not inner:
+            return False
+        level = inner
+    return True
+
+
+def _check_arguments(values: Iterable[Any]) -> None:
+    for value in values:
+        kind = type(value)
+        if kind in _SCALARS:
+            continue
+        if kind in _FIELDS:
+            _check_product(value)
+        elif kind in _CONTAINERS and _too_deep(value):
+            raise InvalidArgumentError(f"an argument nested deeper than {MAX_DEPTH} levels")
+
+
+def load_request(data: bytes | bytearray) -> tuple[Any, Any, Any, Any]:
+    """A request ``(ident, method, args, kwds)``, read with the request allow-list.
+
+    The market's operations take scalars and products: only a request's
+    arguments are products the market uses, so only they are checked (a
+    product inside a container argument is refused by the market as the
+    container is). Raises ``RefusedPayload`` (hang up),
+    ``InvalidArgumentError`` (answer it), or what a malformed pickle or
+    shape raises (``UnpicklingError``, ``ValueError``...: answered as the
+    stock server does).
+    """
+    ident, method, args, kwds = _RequestUnpickler(io.BytesIO(data)).load()
+    if type(args) in _CONTAINERS:
+        _check_arguments(args)
+    if type(kwds) is dict and kwds:
+        _check_arguments(kwds.values())
+    return ident, method, args, kwds
+
+
+def refused(refusal: RefusedPayload) -> InvalidArgumentError:
+    """What the sender of a refused request is told."""
+    return InvalidArgumentError(
+        f"request refused: {refusal}; only the market's own types cross the wire "
+        "(the connection is closed)"
+    )
+
+
+def load_reply(file: IO[bytes]) -> Any:
+    """An answer read from ``file``, with the answer allow-list.
+
+    Raises ``UnsafeReplyError`` for anything off the list or a tampered
+    product (the whole answer was read: the connection stays in step).
+    """
+    unpickler = _ReplyUnpickler(file)
+    try:
+        answer = unpickler.load()
+        for product in unpickler.__dict__.get("built", ()):
+            _check_product(product)
+    except (RefusedPayload, InvalidArgumentError) as error:
+        raise UnsafeReplyError(
+            f"refused an answer of the server: {error}; only the market's own types cross the wire"
+        ) from None
+    return answer
