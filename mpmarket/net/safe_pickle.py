@@ -108,8 +108,7 @@ class RefusedPayload(pickle.UnpicklingError):
 
 def _clean(text: str, limit: int = 80) -> str:
     """A name from a pickle, fit for one log line: quoted, escaped, cut."""
-    shown = repr(text[:limit]) if isinstance(text, str) else repr(type(text).__name__)
-    return shown + ("..." if isinstance(text, str) and len(text) > limit else "")
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 @functools.cache
@@ -127,7 +126,7 @@ class _RequestUnpickler(pickle.Unpickler):
             return self.names[module, name]
         except KeyError:
             raise RefusedPayload(
-                f"{_clean(module)}.{_clean(name)} is not a type the market takes"
+                f"{_clean(f'{module}.{name}')} is not a type the market takes"
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
@@ -147,7 +146,7 @@ class _ReplyUnpickler(_RequestUnpickler):
         if cls is None:
             if (module, name) not in REPLY_NAMES:
                 raise RefusedPayload(
-                    f"{_clean(module)}.{_clean(name)} is not a type the market sends"
+                    f"{_clean(f'{module}.{name}')} is not a type the market sends"
                 )
             return _resolve(module, name)
         built: list[Product] = self.__dict__.setdefault("built", [])
