@@ -125,6 +125,10 @@ def load_course_json(path: str | Path) -> Workload:
         raise WorkloadError(
             str(path), "", "valid JSON", f"{error.msg} at line {error.lineno} column {error.colno}"
         ) from None
+    except RecursionError:  # the decoder recurses once per level
+        raise WorkloadError(
+            str(path), "", "valid JSON", "arrays or objects nested too deeply"
+        ) from None
     return parse_course(data, str(path))
 
 
@@ -295,6 +299,10 @@ def load_toml(path: str | Path) -> Workload:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise WorkloadError(str(path), "", "valid TOML", str(error)) from None
+    except RecursionError:  # the decoder recurses once per level
+        raise WorkloadError(
+            str(path), "", "valid TOML", "arrays or tables nested too deeply"
+        ) from None
     return parse_toml(data, str(path))
 
 
