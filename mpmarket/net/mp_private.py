@@ -9,10 +9,10 @@ has one module to read against. Checked against CPython 3.11, 3.12 and 3.13,
 where all of these are the same:
 
 - ``connection.Connection._check_closed``, ``_check_writable``,
-  ``_check_readable``, ``_send_bytes`` and ``_recv_bytes`` (a ``BytesIO``
-  positioned at its end): ``FastConnection.send`` is the stock ``send`` with a
-  plain pickler, ``FastConnection.recv`` the stock ``recv`` with the answer
-  allow-list (``mpmarket.net.safe_pickle``).
+  ``_check_readable``, ``_send_bytes`` and ``_recv_bytes`` (a ``BytesIO``):
+  ``FastConnection.send`` is the stock ``send`` with a plain pickler,
+  ``FastConnection.recv`` the stock ``recv`` with the answer allow-list
+  (``mpmarket.net.safe_pickle``).
 - ``connection.Connection._handle``: the descriptor a Connection owns and
   closes; ``take_handle`` empties it so that a socket object can own the
   descriptor instead, without duplicating it (a ``dup`` needs a descriptor
@@ -80,9 +80,7 @@ class FastConnection(connection.Connection):
     def recv(self) -> Any:
         self._check_closed()
         self._check_readable()
-        buf = self._recv_bytes()
-        buf.seek(0)
-        return load_reply(buf)
+        return load_reply(self._recv_bytes().getbuffer())
 
 
 def take_handle(conn: connection.Connection) -> int:

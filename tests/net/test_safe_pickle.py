@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import pickletools
 import struct
 import subprocess
 import threading
@@ -28,17 +29,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpmarket import __version__
 from mpmarket.core.market import Marketplace
 from mpmarket.errors import InvalidArgumentError, UnknownCartError, UnsafeReplyError
 from mpmarket.net.client import connect, open_connection
-from mpmarket.net.safe_pickle import MAX_DEPTH, REPLY_NAMES, load_reply, load_request
+from mpmarket.net.safe_pickle import (
+    _LITERAL_ONLY,
+    MAX_DEPTH,
+    REPLY_NAMES,
+    load_reply,
+    load_request,
+)
 from mpmarket.net.server import ServedMarket, new_authkey, start_server
 from mpmarket.net.wire import MARKET_IDENT, PROTOCOL_VERSION
 from mpmarket.products import PRODUCT_TYPES, Coffee, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")
+ARABICA = Coffee("Arabica", 3, 4.5, "DARK")
 CALL_S = 10.0  # a generous bound on any single answer
 DEEP = 100_000
 
@@ -476,9 +486,90 @@ def test_the_lists_name_only_what_exists_and_no_process_exits():
 
 @pytest.mark.parametrize("product", [LINDEN, Coffee("Arabica", 3.5, 4, "DARK")])
 def test_products_round_trip_both_ways(product):
-    import io
-
     request = load_request(pickle.dumps((MARKET_IDENT, "publish", (0, product), {})))
     assert request[2][1] == product and hash(request[2][1]) == hash(product)
-    answer = load_reply(io.BytesIO(pickle.dumps(("#RETURN", [product, product]))))
+    answer = load_reply(pickle.dumps(("#RETURN", [product, product])))
     assert answer == ("#RETURN", [product, product])
+
+
+# -- the fast path: literals only ------------------------------------------------
+
+_REACHING_OPCODES = {
+    "GLOBAL",
+    "STACK_GLOBAL",
+    "INST",
+    "OBJ",
+    "REDUCE",
+    "BUILD",
+    "NEWOBJ",
+    "NEWOBJ_EX",
+    "EXT1",
+    "EXT2",
+    "EXT4",
+    "PERSID",
+    "BINPERSID",
+}
+
+_literals = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.sampled_from(["market", "#RETURN", "publish", "session"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        _literals,
+        st.tuples(
+            st.sampled_from(["market", "session"]),
+            st.sampled_from(["new_cart", "hello"]),
+            _literals,
+            _literals,
+        ),
+        st.tuples(st.just("#RETURN"), _literals),
+        st.tuples(_literals, st.sampled_from([LINDEN, ARABICA])),
+    ),
+    st.integers(0, pickle.HIGHEST_PROTOCOL),
+)
+def test_the_fast_path_takes_only_pickles_without_a_reaching_opcode(value, protocol):
+    data = pickle.dumps(value, protocol)
+    opcodes = {op.name for op, _, _ in pickletools.genops(data)}
+    if _LITERAL_ONLY.fullmatch(data):
+        assert not opcodes & _REACHING_OPCODES
+    if opcodes & _REACHING_OPCODES:
+        assert not _LITERAL_ONLY.fullmatch(data)
+
+
+@pytest.mark.parametrize(
+    "opcode",
+    [
+        b"c",
+        b"i",
+        b"o",
+        b"b",
+        b"R",
+        b"P",
+        b"Q",
+        b"\x81",
+        b"\x82",
+        b"\x83",
+        b"\x84",
+        b"\x92",
+        b"\x93",
+    ],
+)
+def test_a_reaching_opcode_right_after_the_envelope_is_never_taken_for_literals(opcode):
+    envelope = b"\x80\x05\x95" + bytes(8) + b"(\x8c\x06market\x94\x8c\x08new_cart\x94"
+    assert _LITERAL_ONLY.fullmatch(envelope + b")}t.")
+    assert not _LITERAL_ONLY.fullmatch(envelope + opcode + b")}t.")
