@@ -45,6 +45,7 @@ import dataclasses
 import functools
 import importlib
 import io
+import itertools
 import pickle
 import re
 from collections.abc import Iterable
@@ -99,6 +100,12 @@ _FIELDS: dict[type[Product], tuple[tuple[str, tuple[type, ...]], ...]] = {
         for field in dataclasses.fields(cls)
     )
     for cls in PRODUCT_TYPES.values()
+}
+_NAMES = {cls: tuple(name for name, _ in fields) for cls, fields in _FIELDS.items()}
+# Every tuple of field types a valid product of each class has.
+_TYPES = {
+    cls: frozenset(itertools.product(*(kinds for _, kinds in fields)))
+    for cls, fields in _FIELDS.items()
 }
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 _CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
@@ -217,22 +224,23 @@ class _ReplyUnpickler(_RequestUnpickler):
 def _check_product(product: Product) -> None:
     """A product's state is its fields, each a scalar of its type.
 
-    Raises ``RefusedPayload`` for a tampered state (``BUILD`` wrote it),
-    ``InvalidArgumentError`` for a field of another type.
+    Raises ``RefusedPayload`` for a tampered state (``BUILD`` wrote it, or
+    ``NEWOBJ`` built it without ``__init__``), ``InvalidArgumentError`` for a
+    field of another type. A few C calls for a valid one.
     """
+    cls = product.__class__
     state = product.__dict__
-    fields = _FIELDS[product.__class__]
-    key = state.get("_key")
-    if len(state) != len(fields) + 1 or type(key) is not tuple or len(key) != len(fields):
-        raise RefusedPayload(f"a {type(product).__name__} whose state is not its fields")
-    for (name, kinds), value in zip(fields, key, strict=True):
-        if state.get(name, key) is not value:
-            raise RefusedPayload(f"a {type(product).__name__} whose state is not its fields")
-        if type(value) not in kinds:
-            raise InvalidArgumentError(
-                f"{type(product).__name__}.{name} must be "
-                f"{'a string' if kinds is _STR else 'a number'}, got {type(value).__name__}"
-            )
+    names = _NAMES[cls]
+    fields = tuple(map(state.get, names))
+    if len(state) != len(names) + 1 or state.get("_key") != fields:
+        raise RefusedPayload(f"a {cls.__name__} whose state is not its fields")
+    if tuple(map(type, fields)) not in _TYPES[cls]:
+        for (name, kinds), value in zip(_FIELDS[cls], fields, strict=True):
+            if type(value) not in kinds:
+                raise InvalidArgumentError(
+                    f"{cls.__name__}.{name} must be "
+                    f"{'a string' if kinds is _STR else 'a number'}, got {type(value).__name__}"
+                )
 
 
 def _too_deep(value: Any) -> bool:
@@ -274,7 +282,7 @@ def load_request(data: bytes | bytearray) -> tuple[Any, Any, Any, Any]:
     shape raises (``UnpicklingError``, ``ValueError``...: answered as the
     stock server does).
     """
-    if _LITERAL_ONLY.fullmatch(data):
+    if b"\x93" not in data and _LITERAL_ONLY.fullmatch(data):  # no STACK_GLOBAL: try it
         ident, method, args, kwds = pickle.loads(data)
     else:
         ident, method, args, kwds = _RequestUnpickler(io.BytesIO(data)).load()
@@ -299,7 +307,7 @@ def load_reply(data: bytes | bytearray | memoryview) -> Any:
     Raises ``UnsafeReplyError`` for anything off the list or a tampered
     product (the whole answer was read: the connection stays in step).
     """
-    if _LITERAL_ONLY.fullmatch(data):
+    if b"\x93" not in data and _LITERAL_ONLY.fullmatch(data):  # no STACK_GLOBAL: try it
         return pickle.loads(data)
     unpickler = _ReplyUnpickler(io.BytesIO(data))
     try:
