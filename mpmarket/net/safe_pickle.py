@@ -20,15 +20,18 @@ What ``find_class`` does not cover is closed too: persistent ids are refused
 (``persistent_load``); the extension codes (``EXT1/2/4``) resolve through
 ``find_class``, as ``INST`` and ``OBJ`` do; every callable a pickle can reach
 is thus an allowed class, so ``REDUCE``, ``NEWOBJ`` and ``OBJ`` can only build
-those. A product class resolves to a maker that records each product it
-builds, and after ``load`` each recorded product is checked: its state must be
+those. After ``load`` each product is checked (a request's arguments; in an
+answer, every product, which its class's maker recorded): its state must be
 its fields and nothing else (``BUILD`` on a frozen dataclass writes its
 ``__dict__`` directly: a forged hash, a field swapped after ``__post_init__``
 are refused), and each field must be a scalar of its type (a ``str`` or a
-number; a ``Tea`` whose name is a list is refused). A request's arguments are
-scalars or products; a container argument nested deeper than ``MAX_DEPTH`` is
-refused (a pickle builds a 100,000-deep list without recursion; its ``repr``
-or ``hash`` would not).
+number; a ``Tea`` whose name is a list is refused). A container argument
+nested deeper than ``MAX_DEPTH`` is refused (a pickle builds a 100,000-deep
+list without recursion; its ``repr`` or ``hash`` would not).
+
+A fast path keeps the cost near nothing (``_LITERAL_ONLY``): a pickle proved
+to hold no opcode that reaches a callable builds literals only, and
+``pickle.loads`` reads it; most requests and answers are such.
 
 Two outcomes on the server: ``RefusedPayload`` (a name off the list, a
 persistent id, a tampered product: whoever sent it meant harm; the server
@@ -307,7 +310,7 @@ def load_reply(data: bytes | bytearray | memoryview) -> Any:
     Raises ``UnsafeReplyError`` for anything off the list or a tampered
     product (the whole answer was read: the connection stays in step).
     """
-    if b"\x93" not in data and _LITERAL_ONLY.fullmatch(data):  # no STACK_GLOBAL: try it
+    if _LITERAL_ONLY.fullmatch(data):  # (``in`` would iterate a memoryview)
         return pickle.loads(data)
     unpickler = _ReplyUnpickler(io.BytesIO(data))
     try:
