@@ -34,6 +34,7 @@ from mpmarket.errors import (
     StallError,
     UnknownCartError,
     UnknownProducerError,
+    UnsafeReplyError,
     VersionMismatchError,
     WorkloadError,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "Tea",
     "UnknownCartError",
     "UnknownProducerError",
+    "UnsafeReplyError",
     "VersionMismatchError",
     "Workload",
     "WorkloadError",

@@ -39,6 +39,7 @@ PUBLIC = [
     "Tea",
     "UnknownCartError",
     "UnknownProducerError",
+    "UnsafeReplyError",
     "VersionMismatchError",
     "Workload",
     "WorkloadError",
