@@ -35,6 +35,7 @@ from mpmarket.errors import (
     StallError,
     UnknownCartError,
     UnknownProducerError,
+    UnsafeReplyError,
     VersionMismatchError,
     WorkloadError,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "Tea",
     "UnknownCartError",
     "UnknownProducerError",
+    "UnsafeReplyError",
     "VersionMismatchError",
     "Workload",
     "WorkloadError",

@@ -13,6 +13,7 @@
     │   ├── MarketLostError         the run's own server died mid-run
     │   ├── MarketChangedError      another market answers at the address: the server restarted
     │   └── VersionMismatchError    the server runs another mpmarket or protocol version
+    │   └── UnsafeReplyError        the server sent an object outside the protocol's types
     ├── AuthkeyError                an authkey is missing, unreadable, too short or exposed
     ├── WorkloadError               a workload file or flag is wrong (file, field, expected)
     ├── RunError                    a run failed: an agent died or reported an error
@@ -41,6 +42,7 @@ __all__ = [
     "StallError",
     "UnknownCartError",
     "UnknownProducerError",
+    "UnsafeReplyError",
     "VersionMismatchError",
     "WorkloadError",
 ]
@@ -108,6 +110,14 @@ class MarketUnavailableError(MpmarketError):
 
 class VersionMismatchError(MarketUnavailableError):
     """The server runs another mpmarket version or protocol: refused at attach."""
+
+
+class UnsafeReplyError(MarketUnavailableError):
+    """The server answered with an object outside the protocol's types: refused unbuilt.
+
+    Only the market's own types cross the wire (``mpmarket.net.safe_pickle``);
+    a server that sends anything else is not a market server to trust.
+    """
 
 
 class AuthkeyError(MpmarketError):

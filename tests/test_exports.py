@@ -40,6 +40,7 @@ PUBLIC = [
     "Tea",
     "UnknownCartError",
     "UnknownProducerError",
+    "UnsafeReplyError",
     "VersionMismatchError",
     "Workload",
     "WorkloadError",

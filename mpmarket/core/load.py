@@ -165,7 +165,6 @@ def _read(path: Path) -> str:
         raise WorkloadError(str(path), "", "a readable UTF-8 text file", str(error)) from None
 
 
-
 def _read_stdin() -> str:
     """All of stdin, as UTF-8 text (whatever the locale says stdin's encoding is)."""
     stream = sys.stdin
@@ -202,6 +201,10 @@ def _parse_json_text(text: str, source: str) -> Workload:
     except json.JSONDecodeError as error:
         raise WorkloadError(
             source, "", "valid JSON", f"{error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    except RecursionError:  # the decoder recurses once per level
+        raise WorkloadError(
+            source, "", "valid JSON", "arrays or objects nested too deeply"
         ) from None
     return parse_course(data, source)
 
@@ -376,6 +379,10 @@ def _parse_toml_text(text: str, source: str) -> Workload:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise WorkloadError(source, "", "valid TOML", str(error)) from None
+    except RecursionError:  # the decoder recurses once per level
+        raise WorkloadError(
+            source, "", "valid TOML", "arrays or tables nested too deeply"
+        ) from None
     return parse_toml(data, source)
 
 

@@ -48,8 +48,14 @@ from typing import Any, NoReturn, get_origin, get_type_hints
 
 from mpmarket import __version__
 from mpmarket.core.books import MarketBooks, MarketSnapshot, MarketWaits
-from mpmarket.errors import MarketChangedError, MarketUnavailableError, VersionMismatchError
+from mpmarket.errors import (
+    MarketChangedError,
+    MarketUnavailableError,
+    UnsafeReplyError,
+    VersionMismatchError,
+)
 from mpmarket.net.mp_private import FastConnection, Proxy, dispatch
+from mpmarket.net.safe_pickle import load_reply
 from mpmarket.net.tls import client_context, refuse_if_tls_only, wrap_client
 from mpmarket.net.wire import (
     EXPOSED,
@@ -79,7 +85,6 @@ ANSWER_GRACE = 5.0
 ANSWER_WAIT_MAX = 24 * 3600.0
 
 _dumps = pickle.dumps
-_loads = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
@@ -281,8 +286,11 @@ class MarketProxy(Proxy):
         finally:
             tls.busy = False
         try:
-            answer = _loads(data)
-        except Exception as error:  # a class unknown here, a corrupt pickle
+            answer = load_reply(data)  # only the market's own types (net.safe_pickle)
+        except UnsafeReplyError:
+            self._drop()  # a server that sends such things is not talked to on this line
+            raise
+        except Exception as error:  # a corrupt pickle
             self._drop()
             raise MarketUnavailableError(
                 f"the answer of the market at {format_address(self._server_address)} to "

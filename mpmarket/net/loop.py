@@ -22,6 +22,12 @@ connection (bounded by a timeout) and then hands the socket over (``adopt``).
 The loop answers that connection's ``accept_connection`` itself, once the
 connection is registered: a client is told it is in only when it is.
 
+Requests are read with an allow-list (``mpmarket.net.safe_pickle``): one
+that names anything but the market's own types is refused before it is built
+(its sender gets an ``InvalidArgumentError``, one line is logged, its
+connection is closed); a product whose fields are not scalars is answered
+as a bad argument.
+
 Reading is linear in a request's size, and bounded (``mpmarket.net.framing``):
 a request longer than ``max_request_size`` is refused before any of it is
 kept (its sender gets an ``InvalidArgumentError`` naming the limit, the rest
@@ -50,8 +56,10 @@ from traceback import format_exc
 from typing import Any
 
 from mpmarket.core.market import AddWait, Marketplace, PublishWait
+from mpmarket.errors import InvalidArgumentError
 from mpmarket.net.framing import DRAIN_MAX, Framing, header, too_large
 from mpmarket.net.mp_private import take_handle
+from mpmarket.net.safe_pickle import RefusedPayload, load_request, refused
 from mpmarket.net.shortage import Shortages, resource_of
 from mpmarket.net.timing import PreciseSelect, precise_timers
 from mpmarket.net.tls import TLSConnection
@@ -66,7 +74,6 @@ _log = logging.getLogger(__name__)
 
 _RECV_BYTES = 256 * 1024
 _DUMPS = pickle.dumps
-_LOADS = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 # What a non-blocking socket raises when it has nothing to give or no room:
 # an SSL socket raises its own (a TLS record may need a read to write, too).
@@ -165,6 +172,7 @@ class ConnectionLoop:
         self.max_request_size = max_request_size
         self.shortages = shortages if shortages is not None else Shortages()
         self.refused_requests = 0  # requests over max_request_size
+        self.refused_payloads = 0  # requests off the allow-list
         self._selector = selectors.DefaultSelector()
         self._waker, self._kicker = socket.socketpair()
         self._waker.setblocking(False)
@@ -382,13 +390,34 @@ class ConnectionLoop:
         if not client.closed and (not answerable or not rest or rest > max(DRAIN_MAX, limit)):
             self._close(client)
 
+    def _refuse_payload(self, client: _Client, refusal: RefusedPayload) -> None:
+        """A request off the allow-list: an error to its sender alone, one line, hang up.
+
+        Nothing of it was built (``mpmarket.net.safe_pickle``). It is served in
+        turn, so its answer is the next its sender reads.
+        """
+        self.refused_payloads += 1
+        _log.warning(
+            "mpmarket: server refused a request from %s: %s; its connection is closed",
+            client.describe(),
+            refusal,
+        )
+        self._answer(client, ("#ERROR", refused(refusal)))
+        self._close(client)
+
     def _serve(self, client: _Client, message: bytes | bytearray) -> None:
         """Run one request; answer it now unless it parked in the market."""
         try:
-            ident, method, args, kwds = _LOADS(message)
+            ident, method, args, kwds = load_request(message)
             obj, exposed = client.served[ident]
             if method not in exposed:
                 raise AttributeError(f"method {method!r} is not exposed by {ident!r}")
+        except RefusedPayload as refusal:
+            self._refuse_payload(client, refusal)
+            return
+        except InvalidArgumentError as error:  # a product of non-scalar fields, say
+            self._answer(client, ("#ERROR", error))
+            return
         except Exception:
             self._answer(client, ("#TRACEBACK", format_exc()))
             return

@@ -28,6 +28,9 @@ typed adapter ``mpmarket.net.mp_private``) with these added:
   is refused; the server keeps the attached clients for ``mpmarket status``.
   The answer carries the market's identity, a random id made when the server
   starts, so a client notices a server restarted on its address.
+- **Only the market's types.** Requests, the handshake's included, are read
+  with an allow-list (``mpmarket.net.safe_pickle``); anything else is refused
+  before it is built, answered, logged in one line, and its connection closed.
 - **Nothing else reachable.** The server answers only ``accept_connection``
   (and ``shutdown`` for the server a local run starts), never ``create``,
   ``incref`` or ``debug_info``, and has no fallback methods (``#GETVALUE``).
@@ -37,8 +40,10 @@ Two ways to serve: ``start_server`` runs a manager process for a local run
 calling process, for ``mpmarket serve``, which stays in the foreground and
 reads the market directly for its live view.
 
-BaseManager speaks pickle: whoever holds the authkey can run code in the
-server. The key is a secret: generated per run (``new_authkey``) or read from
+BaseManager speaks pickle, and a pickle can name any callable: requests are
+read with an allow-list (``mpmarket.net.safe_pickle``), so a holder of the
+key can call the market's operations and build its products, nothing else
+(docs/security.md). The key is a secret: generated per run (``new_authkey``) or read from
 a file or the environment, never a constant, never logged.
 """
 
@@ -47,8 +52,8 @@ from __future__ import annotations
 import errno
 import functools
 import itertools
+import logging
 import os
-import pickle
 import secrets
 import select
 import socket
@@ -64,6 +69,7 @@ from mpmarket.net.client import open_connection
 from mpmarket.net.loop import ConnectionLoop, Served
 from mpmarket.net.mp_private import FastConnection, Manager, Server
 from mpmarket.net.oplog import LogSettings
+from mpmarket.net.safe_pickle import RefusedPayload, load_request, refused
 from mpmarket.net.session import Session, SessionOf
 from mpmarket.net.shortage import QUIET_S, Backoff, Shortages, resource_of
 from mpmarket.net.tls import ServerTLS, accept_tls, load_server_tls
@@ -88,6 +94,8 @@ __all__ = [
     "new_authkey",
     "start_server",
 ]
+
+_log = logging.getLogger(__name__)
 
 # Pending connections the listener queues. The stock value overflows when
 # hundreds of agents attach together; the kernel caps it at somaxconn.
@@ -274,7 +282,18 @@ class ManagerServer(Server):
             set_receive_timeout(conn.fileno(), HANDSHAKE_TIMEOUT)
             connection.deliver_challenge(conn, self.authkey)
             connection.answer_challenge(conn, self.authkey)
-            method = pickle.loads(conn.recv_bytes(self.max_request_size))[1]
+            try:
+                method = load_request(conn.recv_bytes(self.max_request_size))[1]
+            except RefusedPayload as refusal:  # off the allow-list: one line, hang up
+                self.loop.refused_payloads += 1
+                _log.warning(
+                    "mpmarket: server refused a request from a client at %s: %s; "
+                    "its connection is closed",
+                    _peer_of(conn),
+                    refusal,
+                )
+                conn.send(("#ERROR", refused(refusal)))
+                return
             if method not in self.public:
                 conn.send(("#TRACEBACK", f"{method!r} unrecognized"))
             elif method == "shutdown":
