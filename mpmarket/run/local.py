@@ -3,15 +3,15 @@
 ::
 
     LocalRun.run()                        (local.py: the facade)
-      │ start_server() ──────────────────────────> server process (Marketplace)
+      │ RunMarket.attach() (market.py): start_server() ──> server process (Marketplace)
       │ AgentFleet.spawn() (fleet.py) ──> agent.process_main(): connect(), register / new_cart
       │ <── pipe Ready(slot, cart or producer id)    │
       │ all ready: AgentFleet.release() ───>         │ produce() / consume()
       │ <── pipe Order(slot, products) ──────        │   through a MarketProxy
       │ <── pipe Done(slot, stats) / Failed(slot, why)
       │ MarketWatch.sample() (watch.py) every SAMPLE_INTERVAL_S: timeline, audit, stall
-      │ last consumer done: market.close(), AgentFleet.stop()
-      │ join agents, bounded: join, terminate, kill; shut the server down
+      │ last consumer done: RunMarket: market.close(), books; AgentFleet.stop()
+      │ join agents, bounded: join, terminate, kill; RunMarket.shutdown()
       └─> RunReport
 
 The pieces: ``plan`` picks and packs the agents and sets the stall timeout;
@@ -19,8 +19,10 @@ The pieces: ``plan`` picks and packs the agents and sets the stall timeout;
 one place); ``agent`` is the agent process's side; ``fleet`` (``AgentFleet``)
 starts the agent processes, waits on every pipe and every sentinel at once,
 knows each agent's state and stops them, every step bounded; ``watch``
-(``MarketWatch``) samples the market. ``LocalRun`` drives them: the server (or
-``--connect``), the start, the orders, the shutdown, the report.
+(``MarketWatch``) samples the market; ``market`` (``RunMarket``) starts the
+server (or finds the one to ``--connect`` to), attaches the runner, and at
+the end closes it, takes the books and shuts it down, every call bounded.
+``LocalRun`` drives them: the start, the orders, the shutdown, the report.
 
 With ``agents_per_process`` N > 1, up to N agents of one role share a
 process, a thread and a connection each; their messages carry their place in
@@ -74,22 +76,17 @@ from mpmarket.errors import (
     RunError,
     StallError,
 )
-from mpmarket.net.classic import (
-    ClassicManager,
-    ClassicProxy,
-    connect_classic_runner,
-    start_classic_server,
-)
-from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
+from mpmarket.net.classic import ClassicProxy
+from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy
 from mpmarket.net.oplog import LogSettings
-from mpmarket.net.server import MarketManager, new_authkey, start_server
 from mpmarket.net.wire import Address, format_address
 from mpmarket.proc.context import process_context
-from mpmarket.proc.interrupts import Interrupts, TimeLimitExpired, blocked, time_limit
-from mpmarket.proc.lifeline import STOP_GRACE, TERMINATE_GRACE, ChildProcess
-from mpmarket.proc.limits import ensure_open_files, open_files_needed, spawn_error
+from mpmarket.proc.interrupts import Interrupts
+from mpmarket.proc.lifeline import STOP_GRACE
+from mpmarket.proc.limits import ensure_open_files, open_files_needed
 from mpmarket.products import Product
 from mpmarket.run.fleet import SERVER_DEATH_GRACE, AgentFleet, AgentState, server_died
+from mpmarket.run.market import MARKETS, RunMarket
 from mpmarket.run.messages import Closed, Died, Done, Failed, Order
 from mpmarket.run.plan import default_stall_timeout, pack_agents
 from mpmarket.run.report import AgentDeath, RunObserver, RunReport, utc_now
@@ -98,14 +95,6 @@ from mpmarket.run.trace import TRACE_STOP_GRACE, TraceRecording
 from mpmarket.run.watch import MarketWatch
 
 __all__ = ["MARKETS", "LocalRun"]
-
-# The markets a run can use: mpmarket's own, or the course's classic design
-# (``mpmarket.core.classic``) on a stock manager server, as a reference.
-MARKETS = ("mpmarket", "classic")
-
-# How long the shutdown's calls to the market (close, books) may take: a
-# healthy server answers in milliseconds; a frozen one is then killed.
-SHUTDOWN_CALLS_LIMIT = 2.0
 
 
 class LocalRun:
@@ -166,7 +155,6 @@ class LocalRun:
         self.log = self._trace.log if self._trace is not None else log
         self.started_at = time.perf_counter() if started_at is None else started_at
         self.connect = connect
-        self._authkey = authkey
         self.connect_timeout = connect_timeout
         self.close_market = close_market
         self.fail_fast = fail_fast
@@ -191,9 +179,18 @@ class LocalRun:
         self._watch = MarketWatch(
             workload, self.report, self.observer, stall_timeout=self.stall_timeout, audit=audit
         )
-        self._manager: MarketManager | ClassicManager | None = None
-        self._market: MarketProxy | ClassicProxy | None = None
         self.interrupts = interrupts or Interrupts.installed() or Interrupts()
+        self._run_market = RunMarket(
+            self.report,
+            ctx=self.ctx,
+            interrupts=self.interrupts,
+            queue_size_per_producer=workload.queue_size_per_producer,
+            log=self.log,
+            market=market,
+            connect=connect,
+            authkey=authkey,
+            connect_timeout=connect_timeout,
+        )
         self._fleet = AgentFleet(self.ctx, self.interrupts, market=market, trace=trace)
 
     def run(self) -> RunReport:
@@ -211,9 +208,9 @@ class LocalRun:
             ensure_open_files(  # ulimit -n raised to what the run needs (said), or refused
                 open_files_needed(len(packs), sum(map(len, packs)), self.agents_per_process)
             )
-            address, authkey = self._attach()
+            address, authkey = self._run_market.attach()
             self._fleet.spawn(self.workload, self.agents_per_process, address, authkey)
-            self._fleet.wait_ready(self._server())
+            self._fleet.wait_ready(self._run_market.server())
             market_started = time.perf_counter()
             report.startup_s = market_started - self.started_at
             if self._trace is not None:
@@ -267,44 +264,10 @@ class LocalRun:
 
     # -- phases --------------------------------------------------------------
 
-    def _attach(self) -> tuple[Address, bytes]:
-        """Start the server (or find the one to connect to) and attach to it."""
-        address: Address
-        if self.connect is not None:
-            address, authkey = self.connect, self._authkey
-            assert authkey is not None
-        else:
-            authkey = new_authkey()
-            start = start_classic_server if self.market == "classic" else start_server
-            try:
-                with blocked((signal.SIGINT, signal.SIGHUP)):  # the server inherits them blocked
-                    self._manager = start(
-                        self.workload.queue_size_per_producer,
-                        authkey=authkey,
-                        ctx=self.ctx,
-                        log=self.log,
-                    )
-            except OSError as error:  # out of files, processes or memory
-                raise spawn_error("the market server", error) from error
-            address = self._manager.address
-        try:
-            with self.interrupts.interruptible():  # it may retry for connect_timeout
-                if self.market == "classic":  # --market classic: a stock proxy
-                    self._market = connect_classic_runner(
-                        address, authkey, timeout=self.connect_timeout
-                    )
-                    return address, authkey
-                self._market = connect(
-                    address,
-                    authkey,
-                    timeout=self.connect_timeout,
-                    role="runner",
-                    name="mpmarket run",
-                )
-        except MarketUnavailableError:
-            self.report.attach_failed = True
-            raise
-        return address, authkey
+    @property
+    def _market(self) -> MarketProxy | ClassicProxy | None:
+        """The runner's own connection to the market (``RunMarket.proxy``)."""
+        return self._run_market.proxy
 
     def _collect_orders(self) -> None:
         """Until every consumer is done; with --connect and none, every producer.
@@ -339,7 +302,7 @@ class LocalRun:
             if self.deadline_s is not None:
                 wake = min(wake, began + self.deadline_s)
             timeout = max(0.0, wake - time.monotonic())
-            for agent, message in self._fleet.next_messages(timeout, self._server()):
+            for agent, message in self._fleet.next_messages(timeout, self._run_market.server()):
                 match message:
                     case Order(products=products):
                         self._record_order(agent, products)
@@ -378,7 +341,7 @@ class LocalRun:
         its sentinel can come later than the agent's word (under forkserver
         the fork server relays it), so the server gets a moment to be seen.
         """
-        server = self._server()
+        server = self._run_market.server()
         if isinstance(end, Failed) and end.market_lost and server is not None:
             server.join(SERVER_DEATH_GRACE)
             if server.exitcode is not None:
@@ -393,10 +356,6 @@ class LocalRun:
         self.observer.on_agent_died(death)
         if self.fail_fast:
             raise RunError(death.describe())
-
-    def _server(self) -> ChildProcess | None:
-        """The local server's process (None with --connect)."""
-        return self._manager._process if self._manager is not None else None
 
     def agent_processes(self, *, alive: bool = True) -> dict[int, int]:
         """The agent processes started: pid -> how many agents it runs (for memory figures)."""
@@ -414,52 +373,24 @@ class LocalRun:
         gives its producers a per-try wait more to notice the stop.
         """
         own_market = self.connect is None
-        server = self._server()
         if self.interrupts.hurry:  # a second Ctrl-C before the shutdown began
             self._kill_everything()
-            self._market = None
-        if self.report.market_lost and server is not None:
-            # Dead or frozen: a shutdown request would wait on it forever.
-            with contextlib.suppress(OSError):
-                server.kill()
-            self._market = None
-        if self._market is not None:
-            try:
-                # A frozen server would hold these calls for seconds: bounded,
-                # and a second signal cuts them.
-                with self.interrupts.raising(1), time_limit(SHUTDOWN_CALLS_LIMIT):
-                    if own_market or (self.close_market and self._finished):
-                        self._market.close()
-                    # After the close: a publish between the two would be missing
-                    # from the books but in its producer's count.
-                    self.report.books = self._market.books()
-            except MpmarketError:
-                pass
-            except (KeyboardInterrupt, TimeLimitExpired) as cut:
-                # A call cut in two: its connection is out of step, never used again.
-                self._market.disconnect()
-                self._market = None
-                if isinstance(cut, TimeLimitExpired) and server is not None:
-                    with contextlib.suppress(OSError):  # frozen: as a lost market is
-                        server.kill()
+            self._run_market.proxy = None
+        self._run_market.close_and_take_books(
+            close=own_market or (self.close_market and self._finished)
+        )
         # A stopped consumer of a --connect run finishes the add it is in and
         # may order it: what was bought is printed, not lost.
         grace = STOP_GRACE if own_market else STOP_GRACE + WAIT_PER_TRY
         if self._trace is not None:  # each agent sends its spans as it ends
             grace += TRACE_STOP_GRACE
         self._fleet.stop(grace, self._record_order)
-        if self._market is not None:
-            self._market.disconnect()
+        self._run_market.disconnect()
         if self.interrupts.hurry:
             self._kill_everything()
-        if self._manager is not None:  # at once if the server was killed
-            with contextlib.suppress(OSError, EOFError, MarketUnavailableError):
-                self._manager.shutdown()
+        self._run_market.shutdown()  # at once if the server was killed
 
     def _kill_everything(self) -> None:
         """The second Ctrl-C: no grace for anyone (safe to call twice)."""
         self._fleet.kill_all()
-        server = self._server()
-        if server is not None and server.exitcode is None:
-            server.kill()
-            server.join(TERMINATE_GRACE)
+        self._run_market.kill_server()
