@@ -50,13 +50,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing import connection
 from traceback import format_exc
 from typing import Any
 
 from mpmarket.core.market import AddWait, Marketplace, PublishWait
 from mpmarket.errors import InvalidArgumentError
+from mpmarket.net.calls import WAITING_CALLS, Client, Parked, Served
 from mpmarket.net.framing import DRAIN_MAX, Framing, header, too_large
 from mpmarket.net.mp_private import take_handle
 from mpmarket.net.safe_pickle import RefusedPayload, load_request, refused
@@ -66,9 +66,6 @@ from mpmarket.net.tls import TLSConnection
 from mpmarket.net.wire import DEFAULT_MAX_REQUEST_SIZE
 
 __all__ = ["ConnectionLoop", "Served"]
-
-# What one connection may reach: well-known identity -> (object, its exposed methods).
-Served = dict[str, tuple[Any, frozenset[str]]]
 
 _log = logging.getLogger(__name__)
 
@@ -87,71 +84,6 @@ _ACCEPTED = ("#RETURN", None)
 # the socket buffers fill, and the server's memory stays bounded.
 OUTBOX_HIGH = 1 << 20  # bytes
 BACKLOG_HIGH = 1024  # requests
-
-
-# -- the calls that may wait ---------------------------------------------------
-# Each: start(market, wake, *args, **kwds) -> result or a wait; finish(market,
-# wait) -> result. The arguments after ``wake`` are those of the exposed
-# method, so a call with wrong ones fails as it would there (TypeError, sent back).
-
-
-def _start_add_to_cart(
-    market: Marketplace, wake: Callable[[], None], cart_id: int, product: Any, timeout: float = 0.0
-) -> bool | AddWait:
-    outcome = market.start_add(wake, cart_id, product, 1, timeout)
-    return outcome if isinstance(outcome, AddWait) else outcome == 1
-
-
-def _finish_add_to_cart(market: Marketplace, wait: AddWait) -> bool:
-    return market.finish_add(wait) == 1
-
-
-_WAITING_CALLS: dict[str, tuple[Callable[..., Any], Callable[[Marketplace, Any], Any]]] = {
-    "add_many": (Marketplace.start_add, Marketplace.finish_add),
-    "add_to_cart": (_start_add_to_cart, _finish_add_to_cart),
-    "publish": (Marketplace.start_publish, Marketplace.finish_publish),
-}
-
-
-# -- connections and parked calls ----------------------------------------------
-
-
-@dataclass(eq=False)
-class _Client:
-    """One adopted connection: its socket, what it may reach, and its buffers."""
-
-    sock: socket.socket
-    served: Served
-    on_close: Callable[[], None]
-    describe: Callable[[], str]  # who it is, for a log line
-    framing: Framing  # its requests, cut from its reads
-    outbox: bytearray = field(default_factory=bytearray)  # what the socket did not take
-    parked: _Parked | None = None  # the call waiting in the market, if any
-    backlog: deque[bytes | bytearray] = field(default_factory=deque)  # requests sent meanwhile
-    events: int = selectors.EVENT_READ  # what the selector watches for (0: not registered)
-    paused: bool = False  # not read until it catches up (OUTBOX_HIGH, BACKLOG_HIGH)
-    closed: bool = False
-
-
-class _Parked:
-    """A call waiting in the market: answered when woken or when its time is up."""
-
-    __slots__ = ("client", "done", "finish", "loop", "wait")
-
-    def __init__(
-        self, loop: ConnectionLoop, client: _Client, finish: Callable[[Marketplace, Any], Any]
-    ) -> None:
-        self.loop = loop
-        self.client = client
-        self.finish = finish
-        self.wait: AddWait | PublishWait | None = None
-        self.done = False
-
-    def wake(self) -> None:
-        """Called by the market, its lock held: queue the answer, never block."""
-        self.loop._woken.append(self)
-        if threading.get_ident() != self.loop._thread_id:  # a lease or a stop, say
-            self.loop._kick()
 
 
 class ConnectionLoop:
@@ -180,11 +112,11 @@ class ConnectionLoop:
         self._selector.register(self._waker, selectors.EVENT_READ, None)
         self._buffer = bytearray(_RECV_BYTES)
         self._view = memoryview(self._buffer)
-        self._arrivals: deque[_Client] = deque()
-        self._woken: deque[_Parked] = deque()
-        self._deadlines: list[tuple[float, int, _Parked]] = []
+        self._arrivals: deque[Client] = deque()
+        self._woken: deque[Parked] = deque()
+        self._deadlines: list[tuple[float, int, Parked]] = []
         self._order = itertools.count()  # ties between equal deadlines
-        self._clients: set[_Client] = set()
+        self._clients: set[Client] = set()
         self._thread_id: int | None = None
         self._woke = time.monotonic()  # when the selector last returned
 
@@ -218,7 +150,7 @@ class ConnectionLoop:
                 # goes out now, not after the client's delayed ACK.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             framing = Framing(self.max_request_size)
-            self._arrivals.append(_Client(sock, served, on_close, describe, framing))
+            self._arrivals.append(Client(sock, served, on_close, describe, framing))
         except BaseException:
             sock.close()
             raise
@@ -321,7 +253,7 @@ class ConnectionLoop:
             self._answer(client, _ACCEPTED)
             self.shortages.ok()
 
-    def _read(self, client: _Client) -> None:
+    def _read(self, client: Client) -> None:
         """Read what the socket has; with TLS, what its SSL object holds too.
 
         Bytes an SSL socket decrypted but did not return yet (``pending()``)
@@ -334,7 +266,7 @@ class ConnectionLoop:
             while not client.closed and sock.pending():
                 self._read_once(client)
 
-    def _read_once(self, client: _Client) -> None:
+    def _read_once(self, client: Client) -> None:
         """Read what the socket has; serve every complete request in it, in order.
 
         Reads go into one buffer of the loop (a fresh 256 KiB object per read
@@ -366,7 +298,7 @@ class ConnectionLoop:
         if client.outbox or client.backlog:
             self._watch(client)
 
-    def _refuse(self, client: _Client, size: int) -> None:
+    def _refuse(self, client: Client, size: int) -> None:
         """A request over the limit: an error to its sender alone, one line, hang up.
 
         Nothing of it is kept. Its sender is told why unless answers are
@@ -390,7 +322,7 @@ class ConnectionLoop:
         if not client.closed and (not answerable or not rest or rest > max(DRAIN_MAX, limit)):
             self._close(client)
 
-    def _refuse_payload(self, client: _Client, refusal: RefusedPayload) -> None:
+    def _refuse_payload(self, client: Client, refusal: RefusedPayload) -> None:
         """A request off the allow-list: an error to its sender alone, one line, hang up.
 
         Nothing of it was built (``mpmarket.net.safe_pickle``). It is served in
@@ -405,7 +337,7 @@ class ConnectionLoop:
         self._answer(client, ("#ERROR", refused(refusal)))
         self._close(client)
 
-    def _serve(self, client: _Client, message: bytes | bytearray) -> None:
+    def _serve(self, client: Client, message: bytes | bytearray) -> None:
         """Run one request; answer it now unless it parked in the market."""
         try:
             ident, method, args, kwds = load_request(message)
@@ -421,13 +353,13 @@ class ConnectionLoop:
         except Exception:
             self._answer(client, ("#TRACEBACK", format_exc()))
             return
-        waiting = _WAITING_CALLS.get(method) if obj is self.market else None
+        waiting = WAITING_CALLS.get(method) if obj is self.market else None
         try:
             if waiting is None:
                 answer = ("#RETURN", getattr(obj, method)(*args, **kwds))
             else:
                 start, finish = waiting
-                parked = _Parked(self, client, finish)
+                parked = Parked(self, client, finish)
                 outcome = start(obj, parked.wake, *args, **kwds)
                 if isinstance(outcome, (AddWait, PublishWait)):
                     self._park(parked, outcome)
@@ -441,7 +373,7 @@ class ConnectionLoop:
         if answer is not None:
             self._answer(client, answer)
 
-    def _park(self, parked: _Parked, wait: AddWait | PublishWait) -> None:
+    def _park(self, parked: Parked, wait: AddWait | PublishWait) -> None:
         parked.wait = wait
         parked.client.parked = parked
         # From when the loop woke to its request, not from when it got to it.
@@ -467,7 +399,7 @@ class ConnectionLoop:
             if not parked.done:
                 self._unpark(parked)
 
-    def _unpark(self, parked: _Parked) -> None:
+    def _unpark(self, parked: Parked) -> None:
         """Finish a parked call in the market and answer it; then its client's backlog."""
         parked.done = True
         client = parked.client
@@ -484,14 +416,14 @@ class ConnectionLoop:
         if client.paused:
             self._watch(client)
 
-    def _answer(self, client: _Client, answer: tuple[str, Any]) -> None:
+    def _answer(self, client: Client, answer: tuple[str, Any]) -> None:
         try:
             payload = _DUMPS(answer, _PROTOCOL)
         except Exception:
             payload = _DUMPS(("#UNSERIALIZABLE", format_exc()), _PROTOCOL)
         self._write(client, header(len(payload)) + payload)
 
-    def _write(self, client: _Client, data: bytes) -> None:
+    def _write(self, client: Client, data: bytes) -> None:
         if client.outbox:  # still sending an earlier answer: keep the order
             client.outbox += data
             return
@@ -506,7 +438,7 @@ class ConnectionLoop:
             client.outbox += memoryview(data)[sent:]
             self._watch(client)
 
-    def _flush(self, client: _Client) -> None:
+    def _flush(self, client: Client) -> None:
         try:
             sent = client.sock.send(client.outbox)
         except _NOT_NOW:
@@ -518,7 +450,7 @@ class ConnectionLoop:
         if not client.outbox or client.paused:
             self._watch(client)
 
-    def _watch(self, client: _Client) -> None:
+    def _watch(self, client: Client) -> None:
         """Read the client unless too much waits for it; write while answers wait."""
         if client.closed:
             return
@@ -541,7 +473,7 @@ class ConnectionLoop:
             self._selector.modify(client.sock, events, client)
         client.events = events
 
-    def _close(self, client: _Client) -> None:
+    def _close(self, client: Client) -> None:
         """Forget a connection; a call it left parked ends now (its cart keeps its units)."""
         if client.closed:
             return

@@ -19,8 +19,8 @@ import pytest
 
 from mpmarket.core.books import MARKET_OPERATIONS, Market
 from mpmarket.core.market import Marketplace
+from mpmarket.net.calls import WAITING_CALLS
 from mpmarket.net.client import MarketProxy, open_connection
-from mpmarket.net.loop import _WAITING_CALLS
 from mpmarket.net.mp_private import dispatch
 from mpmarket.net.server import ServedMarket, new_authkey
 from mpmarket.net.wire import EXPOSED, MARKET_IDENT
@@ -88,7 +88,7 @@ def test_the_marketplace_the_protocol_the_server_and_the_proxy_agree():
 
 
 def test_the_calls_that_wait_are_operations():
-    assert set(_WAITING_CALLS) <= set(EXPOSED)
+    assert set(WAITING_CALLS) <= set(EXPOSED)
 
 
 # -- the check can fail --------------------------------------------------------
