@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 from collections.abc import Sequence
 
 from mpmarket.bench.classic import (
@@ -41,13 +40,12 @@ from mpmarket.bench.classic import (
 )
 from mpmarket.bench.results import BenchResult, Case, Progress, _quiet, _ratio
 from mpmarket.core.dump import dump_course_json
-from mpmarket.core.generate import CATALOG
+from mpmarket.core.generate import CATALOG, random_session
 from mpmarket.core.load import parse_course
 from mpmarket.core.simulate import simulate
 from mpmarket.core.workload import (
     DEFAULT_QUEUE_SIZE,
     ConsumerSpec,
-    Op,
     ProducerSpec,
     ProductionStep,
     Workload,
@@ -113,21 +111,7 @@ def wide_workload(
     for index in range(consumers):
         session_list = []
         for _ in range(sessions):
-            ops: list[Op] = []
-            held: Counter[Product] = Counter()
-            for _ in range(rng.randint(1, 4)):
-                if held and rng.random() < removes:
-                    product = rng.choice(sorted(held, key=repr))
-                    quantity = rng.randint(1, held[product])
-                    held[product] -= quantity
-                    held = +held
-                    ops.append(Op("remove", product, quantity))
-                else:
-                    product = rng.choice(in_play)
-                    quantity = rng.randint(1, 3)
-                    held[product] += quantity
-                    ops.append(Op("add", product, quantity))
-            session_list.append(tuple(ops))
+            session_list.append(random_session(rng, in_play, removes=removes))
         consumer_specs.append(ConsumerSpec(f"cons{index + 1}", a_time(), tuple(session_list)))
     workload = Workload(tuple(producer_specs), tuple(consumer_specs), DEFAULT_QUEUE_SIZE)
     # Through the course's JSON and back: what a course case of this size is.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 
 from mpmarket.core.workload import (
     DEFAULT_QUEUE_SIZE,
@@ -16,7 +17,7 @@ from mpmarket.core.workload import (
 from mpmarket.errors import WorkloadError
 from mpmarket.products import Coffee, Product, Tea
 
-__all__ = ["generate"]
+__all__ = ["generate", "random_session"]
 
 
 CATALOG: tuple[Product, ...] = (
@@ -29,6 +30,28 @@ CATALOG: tuple[Product, ...] = (
     Tea("Rooibos", 6, "Herbal"),
     Coffee("Kenya AA", 5, 6.1, "MEDIUM"),
 )
+
+
+def random_session(
+    rng: random.Random, in_play: Sequence[Product], *, removes: float
+) -> tuple[Op, ...]:
+    """One to four operations: adds of 1-3 units of a product in play, or, with
+    probability ``removes``, a remove of some of what the session holds."""
+    ops: list[Op] = []
+    held: Counter[Product] = Counter()
+    for _ in range(rng.randint(1, 4)):
+        if held and rng.random() < removes:
+            product = rng.choice(sorted(held, key=repr))
+            quantity = rng.randint(1, held[product])
+            held[product] -= quantity
+            held = +held
+            ops.append(Op("remove", product, quantity))
+        else:
+            product = rng.choice(in_play)
+            quantity = rng.randint(1, 3)
+            held[product] += quantity
+            ops.append(Op("add", product, quantity))
+    return tuple(ops)
 
 
 def generate(
@@ -80,21 +103,7 @@ def generate(
     for index in range(consumers):
         session_list = []
         for _ in range(sessions):
-            ops: list[Op] = []
-            held: Counter[Product] = Counter()
-            for _ in range(rng.randint(1, 4)):
-                if held and rng.random() < 0.25:
-                    product = rng.choice(sorted(held, key=repr))
-                    quantity = rng.randint(1, held[product])
-                    held[product] -= quantity
-                    held = +held
-                    ops.append(Op("remove", product, quantity))
-                else:
-                    product = rng.choice(in_play)
-                    quantity = rng.randint(1, 3)
-                    held[product] += quantity
-                    ops.append(Op("add", product, quantity))
-            session_list.append(tuple(ops))
+            session_list.append(random_session(rng, in_play, removes=0.25))
         consumer_specs.append(
             ConsumerSpec(f"cons{index + 1}", times(wait_time), tuple(session_list))
         )
