@@ -30,18 +30,15 @@ from typing import Any
 from mpmarket.bench.results import _ratio
 from mpmarket.bench.workers import _BenchServer
 from mpmarket.core.agents import consume, produce
-from mpmarket.core.books import MarketBooks
 from mpmarket.core.classic import ClassicAgent, ClassicMarket
 from mpmarket.core.workload import (
-    DEFAULT_QUEUE_SIZE,
     Workload,
     expected_purchases,
     purchase_line,
 )
-from mpmarket.errors import MarketClosedError, MarketUnavailableError, MpmarketError
-from mpmarket.net.classic import ClassicProxy, connect_classic, start_classic_server
+from mpmarket.errors import MarketClosedError
+from mpmarket.net.classic import connect_classic
 from mpmarket.net.client import ATTACH_TIMEOUT, connect
-from mpmarket.net.server import new_authkey
 from mpmarket.net.wire import Address
 from mpmarket.products import Product
 from mpmarket.run.local import LocalRun
@@ -76,64 +73,12 @@ PACKED_AGENTS = 8
 THREADS_JOIN = 60.0
 
 
-class _ClassicBenchServer:
-    """The classic market on its stock server, with the parent's own proxy: as ``_BenchServer``."""
-
-    def __init__(self, ctx: BaseContext, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
-        self.authkey = new_authkey()
-        self.manager = start_classic_server(queue_size, authkey=self.authkey, ctx=ctx)
-        self.address: Address = self.manager.address
-        try:
-            self.market: ClassicProxy = connect_classic(
-                self.address, self.authkey, timeout=ATTACH_TIMEOUT
-            )
-        except BaseException:
-            self._shutdown()
-            raise
-
-    def __enter__(self) -> _ClassicBenchServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-        self.market.disconnect()
-        self._shutdown()
-
-    def close(self) -> None:
-        with contextlib.suppress(MpmarketError):
-            self.market.close()
-
-    def books(self) -> MarketBooks:
-        return self.market.books()
-
-    def _shutdown(self) -> None:
-        with contextlib.suppress(OSError, EOFError, MarketUnavailableError):
-            self.manager.shutdown()
-
-
-class BenchServer:
+class BenchServer(_BenchServer):
     """A server of ``design`` (mpmarket's, or the classic one on a stock server) for one round."""
 
     def __init__(self, design: str, ctx: BaseContext) -> None:
+        super().__init__(ctx, classic=design == CLASSIC_PROCESSES)
         self.design = design
-        self._server: _BenchServer | _ClassicBenchServer = (
-            _ClassicBenchServer(ctx) if design == CLASSIC_PROCESSES else _BenchServer(ctx)
-        )
-        self.address = self._server.address
-        self.authkey = self._server.authkey
-
-    def __enter__(self) -> BenchServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.__exit__(*exc_info)
-
-    def close(self) -> None:
-        """Close the market: calls waiting in it and later calls raise MarketClosedError."""
-        self._server.close()
-
-    def books(self) -> MarketBooks:
-        return self._server.market.books()
 
 
 def open_market(design: str, address: Address, authkey: bytes, *, retry_wait: float = 0.0) -> Any:

@@ -42,14 +42,17 @@ import traceback
 from collections.abc import Callable
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
+from mpmarket.core.books import MarketBooks
 from mpmarket.core.workload import DEFAULT_QUEUE_SIZE
 from mpmarket.errors import MarketUnavailableError, MpmarketError, RunError
-from mpmarket.net.client import ATTACH_TIMEOUT, connect
+from mpmarket.net.classic import ClassicManager, ClassicProxy, connect_classic, start_classic_server
+from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
 from mpmarket.net.server import MarketManager, new_authkey, start_server
+from mpmarket.net.wire import Address
 from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, STOP_GRACE, Lifeline
 from mpmarket.run.fleet import AgentFleet
 from mpmarket.run.messages import Died, Failed, Ready, Result, encode
@@ -187,21 +190,32 @@ class _Fleet:
 class _BenchServer:
     """A market server for one measurement, with the parent's own proxy.
 
-    Leaving it closes the market, drops the proxy and shuts the server down.
+    mpmarket's, or with ``classic`` the course's design on its stock server
+    (``mpmarket.net.classic``). Leaving it closes the market, drops the proxy
+    and shuts the server down.
     """
 
-    def __init__(self, ctx: BaseContext, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self, ctx: BaseContext, queue_size: int = DEFAULT_QUEUE_SIZE, *, classic: bool = False
+    ) -> None:
         self.authkey = new_authkey()
-        self.manager = start_server(queue_size, authkey=self.authkey, ctx=ctx)
-        # A TCP address: start_server listens on ("127.0.0.1", 0).
-        self.address = self.manager.address
+        start = start_classic_server if classic else start_server
+        self.manager: MarketManager | ClassicManager = start(
+            queue_size, authkey=self.authkey, ctx=ctx
+        )
+        # A TCP address: both servers listen on ("127.0.0.1", 0).
+        self.address: Address = self.manager.address
         try:
-            self.market = connect(self.address, self.authkey)
+            self.market: MarketProxy | ClassicProxy = (
+                connect_classic(self.address, self.authkey, timeout=ATTACH_TIMEOUT)
+                if classic
+                else connect(self.address, self.authkey)
+            )
         except BaseException:
             self._shutdown()
             raise
 
-    def __enter__(self) -> _BenchServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -213,6 +227,9 @@ class _BenchServer:
         """Close the market: blocked calls raise MarketClosedError."""
         with contextlib.suppress(MpmarketError):
             self.market.close()
+
+    def books(self) -> MarketBooks:
+        return self.market.books()
 
     def _shutdown(self) -> None:
         with contextlib.suppress(OSError, EOFError, MarketUnavailableError):
