@@ -20,8 +20,9 @@ from mpmarket.core.market import HANDOFF, Marketplace
 from mpmarket.core.tracing import Recorder
 from mpmarket.products import Tea
 from mpmarket.run.trace import WAITS, parse_handoff
-from mpmarket.view.lanes import MAX_LANES, swim_lanes
+from mpmarket.view.lanes import MAX_LANES, WAIT, swim_lanes
 from tests.helpers import run_cli
+from tests.view.test_html import chromium, chromium_ok, near, png_pixels  # noqa: F401
 
 EPS_US = 0.002  # ts and dur are rounded to the nanosecond (0.001 us)
 
@@ -258,3 +259,19 @@ def test_lanes_give_way_to_a_note_for_many_agents():
     assert "too many lanes" in page and "<svg" not in page
     few = swim_lanes({"traceEvents": events[:3]})
     assert "<svg" in few and ">c3</text>" in few
+
+
+@pytest.mark.usefixtures("chromium_ok")  # skipped without Chromium; under CI=true, failed
+def test_course_case_04_swim_lanes_render_in_chromium(tmp_path, conformance_dir):
+    """The --html page of a traced case 04, drawn by a real browser: its lanes are there."""
+    _trace, report, page = _run_traced(tmp_path, conformance_dir / "04.in")
+    html_path = tmp_path / "r.html"
+    dom = chromium(tmp_path, "--window-size=1280,2400", "--dump-dom", html_path.as_uri()).stdout
+    assert 'id="lanes"' in dom, "the browser's page has no swim lanes"
+    lanes = dom[dom.index('id="lanes"') :]
+    assert all(f">{agent['name']}</text>" in lanes for agent in report["agents"])
+    png = tmp_path / "lanes.png"
+    chromium(tmp_path, f"--screenshot={png}", "--window-size=1280,2400", html_path.as_uri())
+    _width, _height, pixels = png_pixels(png.read_bytes())
+    assert near(WAIT, Counter(pixels)) > 50, "no wait drawn in the lanes' colour"
+    assert page.count('id="lanes"') == 1
