@@ -40,14 +40,12 @@ from mpmarket.bench.classic import (
 )
 from mpmarket.bench.results import BenchResult, Case, Progress, _quiet, _ratio
 from mpmarket.core.dump import dump_course_json
-from mpmarket.core.generate import CATALOG, random_session
+from mpmarket.core.generate import CATALOG, random_producers, random_session
 from mpmarket.core.load import parse_course
 from mpmarket.core.simulate import simulate
 from mpmarket.core.workload import (
     DEFAULT_QUEUE_SIZE,
     ConsumerSpec,
-    ProducerSpec,
-    ProductionStep,
     Workload,
 )
 from mpmarket.products import Product
@@ -99,14 +97,7 @@ def wide_workload(
     def a_time() -> float:
         return round(rng.uniform(*WIDE_TIMES), 6)
 
-    producer_specs = []
-    for index in range(producers):
-        if index < len(in_play):
-            made = [in_play[index]]
-        else:
-            made = rng.sample(in_play, rng.randint(1, min(3, len(in_play))))
-        steps = tuple(ProductionStep(p, rng.randint(1, 3), a_time()) for p in made)
-        producer_specs.append(ProducerSpec(f"prod{index + 1}", steps, a_time()))
+    producer_specs = random_producers(rng, producers, in_play, a_time, a_time)
     consumer_specs = []
     for index in range(consumers):
         session_list = []

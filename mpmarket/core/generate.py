@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mpmarket.core.workload import (
     DEFAULT_QUEUE_SIZE,
@@ -17,7 +17,7 @@ from mpmarket.core.workload import (
 from mpmarket.errors import WorkloadError
 from mpmarket.products import Coffee, Product, Tea
 
-__all__ = ["generate", "random_session"]
+__all__ = ["generate", "random_producers", "random_session"]
 
 
 CATALOG: tuple[Product, ...] = (
@@ -30,6 +30,26 @@ CATALOG: tuple[Product, ...] = (
     Tea("Rooibos", 6, "Herbal"),
     Coffee("Kenya AA", 5, 6.1, "MEDIUM"),
 )
+
+
+def random_producers(
+    rng: random.Random,
+    count: int,
+    in_play: Sequence[Product],
+    make_time: Callable[[], float],
+    wait_time: Callable[[], float],
+) -> list[ProducerSpec]:
+    """``count`` producers: the first ones one kind in play each, the others a mix
+    of up to three; each step makes 1-3 units, times drawn from the callables."""
+    producers = []
+    for index in range(count):
+        if index < len(in_play):
+            made = [in_play[index]]
+        else:
+            made = rng.sample(in_play, rng.randint(1, min(3, len(in_play))))
+        steps = tuple(ProductionStep(p, rng.randint(1, 3), make_time()) for p in made)
+        producers.append(ProducerSpec(f"prod{index + 1}", steps, wait_time()))
+    return producers
 
 
 def random_session(
@@ -90,14 +110,9 @@ def generate(
     def times(base: float) -> float:
         return round(base * rng.uniform(0.5, 1.5), 6)
 
-    producer_specs = []
-    for index in range(producers):
-        if index < len(in_play):
-            made = [in_play[index]]
-        else:
-            made = rng.sample(in_play, rng.randint(1, min(3, len(in_play))))
-        steps = tuple(ProductionStep(p, rng.randint(1, 3), times(make_time)) for p in made)
-        producer_specs.append(ProducerSpec(f"prod{index + 1}", steps, times(wait_time)))
+    producer_specs = random_producers(
+        rng, producers, in_play, lambda: times(make_time), lambda: times(wait_time)
+    )
 
     consumer_specs = []
     for index in range(consumers):
