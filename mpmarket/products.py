@@ -10,12 +10,24 @@ a hash for free.
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass, fields
 from typing import Any
 
 from mpmarket.errors import WorkloadError
 
-__all__ = ["PRODUCT_TYPES", "Coffee", "Product", "Tea", "product_from_spec"]
+__all__ = [
+    "PRODUCT_TYPES",
+    "Coffee",
+    "Product",
+    "ProductStateError",
+    "Tea",
+    "product_from_spec",
+]
+
+
+class ProductStateError(pickle.UnpicklingError):
+    """A pickle tried to give a product a state: it is made from its fields only."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,19 @@ class Product:
 
     def __reduce__(self) -> tuple[type[Product], tuple[object, ...]]:
         return (self.__class__, self._fields())
+
+    def __setstate__(self, state: object) -> None:
+        """Refused: a product is made from its fields, never given a state.
+
+        A pickle's ``BUILD`` would otherwise write the ``__dict__`` of a made
+        product, frozen or not (a forged hash, a field swapped after
+        ``__post_init__``); products read from the wire are shared
+        (``mpmarket.net.safe_pickle``), so none may be written. Nothing
+        mpmarket pickles has a state: ``__reduce__`` gives the fields.
+        """
+        raise ProductStateError(
+            f"a {type(self).__name__} is made from its fields, never given a state"
+        )
 
     def _fields(self) -> tuple[object, ...]:
         """The fields as a tuple; also for one built without __init__ (a raw pickle)."""

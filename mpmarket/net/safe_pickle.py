@@ -29,9 +29,18 @@ number; a ``Tea`` whose name is a list is refused). A container argument
 nested deeper than ``MAX_DEPTH`` is refused (a pickle builds a 100,000-deep
 list without recursion; its ``repr`` or ``hash`` would not).
 
-A fast path keeps the cost near nothing (``_LITERAL_ONLY``): a pickle proved
-to hold no opcode that reaches a callable builds literals only, and
-``pickle.loads`` reads it; most requests and answers are such.
+Two things keep the cost at or below plain ``pickle.loads`` (docs/performance.md,
+"The allow-list"):
+
+- **a memo of what was read** (``ReadMemo``), by the bytes read. Agents send
+  the same few requests again and again (a producer publishes the same
+  products, a consumer adds them to the same cart) and get the same few
+  answers (``True``, a count): a lookup of the bytes costs less than reading
+  them. Only what was read whole and checked is kept, and only values no one
+  can change (scalars, products, and an order's list, which is copied on
+  each hit); a failure is never kept, so a refused pickle is refused again.
+- **a fast path** (``_LITERAL_ONLY``): a pickle proved to hold no opcode that
+  reaches a callable builds literals only, and ``pickle.loads`` reads it.
 
 Two outcomes on the server: ``RefusedPayload`` (a name off the list, a
 persistent id, a tampered product: whoever sent it meant harm; the server
@@ -51,18 +60,22 @@ import io
 import itertools
 import pickle
 import re
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Hashable, Iterable
+from typing import Any, ClassVar, Generic, TypeVar
 
 from mpmarket import errors
 from mpmarket.core.books import MARKET_OPERATIONS
 from mpmarket.errors import InvalidArgumentError, UnsafeReplyError
-from mpmarket.products import PRODUCT_TYPES, Product
+from mpmarket.products import PRODUCT_TYPES, Product, ProductStateError
 
 __all__ = [
     "MAX_DEPTH",
+    "MEMO_MESSAGE_BYTES",
+    "REPLY_MEMO_SIZE",
     "REPLY_NAMES",
+    "REQUEST_MEMO_SIZE",
     "REQUEST_NAMES",
+    "ReadMemo",
     "RefusedPayload",
     "load_reply",
     "load_request",
@@ -111,6 +124,8 @@ _TYPES = {
     for cls, fields in _FIELDS.items()
 }
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+# Values a reader may share between the calls that sent the same bytes.
+_IMMUTABLE = _SCALARS | frozenset(PRODUCT_TYPES.values())
 _CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
 
 
@@ -206,6 +221,12 @@ class _ReplyUnpickler(_RequestUnpickler):
     Products travel anywhere in an answer (a list of them, a snapshot's
     tuples), so a product class resolves to a maker that keeps each product
     it builds in ``built``, for ``_check_product`` once the answer is loaded.
+
+    A product of scalar fields of its types is taken from ``_products_read``
+    when one was made before from the same fields: it was made by its class,
+    and no pickle can write its state (``Product.__setstate__`` refuses
+    ``BUILD``), so there is nothing to check, and an order of known products
+    builds none. The others are made and kept in ``built``.
     """
 
     def find_class(self, module: str, name: str) -> Any:
@@ -215,11 +236,20 @@ class _ReplyUnpickler(_RequestUnpickler):
                 raise RefusedPayload(f"{_clean(f'{module}.{name}')} is not a type the market sends")
             return _resolve(module, name)
         built: list[Product] = self.__dict__.setdefault("built", [])
+        valid = _TYPES[cls]
 
         def make(*fields: Any) -> Product:
-            product = cls(*fields)
-            built.append(product)
-            return product
+            types = tuple(map(type, fields))
+            if types not in valid:  # a field of another type: refused once loaded
+                product = cls(*fields)
+                built.append(product)
+                return product
+            key = (cls, types, fields)  # hashable: scalars (1 and 1.0 apart by their types)
+            known = _products_read.get(key)
+            if known is None:
+                known = cls(*fields)
+                _products_read.keep(key, known)
+            return known
 
         return make
 
@@ -274,7 +304,62 @@ def _check_arguments(values: Iterable[Any]) -> None:
             raise InvalidArgumentError(f"an argument nested deeper than {MAX_DEPTH} levels")
 
 
-def load_request(data: bytes | bytearray) -> tuple[Any, Any, Any, Any]:
+# How many different requests the server remembers having read, how many
+# answers and products a client does, and the largest message remembered, in
+# bytes. A request of the course's workloads is 60 to 120 bytes, an answer 20
+# to 40 (an order of a few products about 150); an agent process saw at most
+# 156 different answers in a 16x32 churn: the memos hold what the agents send
+# and get over and over, at most a few hundred kB (``ReadMemo``).
+REQUEST_MEMO_SIZE = 4096
+REPLY_MEMO_SIZE = 1024
+MEMO_MESSAGE_BYTES = 256
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class ReadMemo(Generic[_K, _V]):
+    """What was read, by what it was read from: at most ``size`` entries.
+
+    Emptied when full (a workload with more different messages than that
+    reads them as without a memo, and no slower). One per process and use,
+    shared by its threads: a ``dict``'s ``get`` and item assignment are
+    atomic in CPython, and a value is the same whoever read it first.
+    """
+
+    __slots__ = ("_read", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._read: dict[_K, _V] = {}
+
+    def get(self, key: _K) -> _V | None:
+        """What ``key`` was read as, or None."""
+        return self._read.get(key)
+
+    def keep(self, key: _K, value: _V) -> None:
+        if len(self._read) >= self.size:
+            self._read.clear()
+        self._read[key] = value
+
+    def __len__(self) -> int:
+        return len(self._read)
+
+
+_Request = tuple[Any, Any, Any, Any]
+_requests_read: ReadMemo[bytes, _Request] = ReadMemo(REQUEST_MEMO_SIZE)
+# An answer's kind, its value (a list's items as a tuple), whether it was a list.
+_replies_read: ReadMemo[bytes, tuple[str, Any, bool]] = ReadMemo(REPLY_MEMO_SIZE)
+_products_read: ReadMemo[tuple[type[Product], tuple[type, ...], tuple[Any, ...]], Product] = (
+    ReadMemo(REPLY_MEMO_SIZE)
+)
+
+
+def _all_immutable(values: Iterable[Any]) -> bool:
+    return all(type(value) in _IMMUTABLE for value in values)
+
+
+def load_request(data: bytes | bytearray) -> _Request:
     """A request ``(ident, method, args, kwds)``, read with the request allow-list.
 
     The market's operations take scalars and products: only a request's
@@ -284,16 +369,38 @@ def load_request(data: bytes | bytearray) -> tuple[Any, Any, Any, Any]:
     ``InvalidArgumentError`` (answer it), or what a malformed pickle or
     shape raises (``UnpicklingError``, ``ValueError``...: answered as the
     stock server does).
+
+    A request read before is looked up (``ReadMemo``): its arguments are
+    scalars and products, shared by the calls that sent the same bytes, and
+    its ``kwds`` must be read, never changed (``**kwds`` copies it).
     """
+    key = bytes(data)
+    request = _requests_read.get(key)
+    if request is not None:
+        return request
     if b"\x93" not in data and _LITERAL_ONLY.fullmatch(data):  # no STACK_GLOBAL: try it
         ident, method, args, kwds = pickle.loads(data)
     else:
-        ident, method, args, kwds = _RequestUnpickler(io.BytesIO(data)).load()
+        try:
+            ident, method, args, kwds = _RequestUnpickler(io.BytesIO(data)).load()
+        except ProductStateError as error:  # BUILD on a product
+            raise RefusedPayload(str(error)) from None
     if type(args) in _CONTAINERS:
         _check_arguments(args)
     if type(kwds) is dict and kwds:
         _check_arguments(kwds.values())
-    return ident, method, args, kwds
+    request = ident, method, args, kwds
+    if (
+        type(ident) in _SCALARS
+        and type(method) is str
+        and type(args) is tuple
+        and type(kwds) is dict
+        and _all_immutable(args)
+        and _all_immutable(kwds.values())
+        and len(key) <= MEMO_MESSAGE_BYTES
+    ):
+        _requests_read.keep(key, request)
+    return request
 
 
 def refused(refusal: RefusedPayload) -> InvalidArgumentError:
@@ -309,16 +416,37 @@ def load_reply(data: bytes | bytearray | memoryview) -> Any:
 
     Raises ``UnsafeReplyError`` for anything off the list or a tampered
     product (the whole answer was read: the connection stays in step).
+
+    An answer read before is looked up (``ReadMemo``): ``(kind, value)`` of a
+    scalar or a product, or of a list of them, which each hit gets a copy of.
     """
-    if _LITERAL_ONLY.fullmatch(data):  # (``in`` would iterate a memoryview)
-        return pickle.loads(data)
-    unpickler = _ReplyUnpickler(io.BytesIO(data))
-    try:
-        answer = unpickler.load()
-        for product in unpickler.__dict__.get("built", ()):
-            _check_product(product)
-    except (RefusedPayload, InvalidArgumentError) as error:
-        raise UnsafeReplyError(
-            f"refused an answer of the server: {error}; only the market's own types cross the wire"
-        ) from None
+    key = bytes(data)
+    known = _replies_read.get(key)
+    if known is not None:
+        kind, value, is_list = known
+        return (kind, list(value)) if is_list else (kind, value)
+    if _LITERAL_ONLY.fullmatch(key):
+        answer = pickle.loads(key)
+    else:
+        unpickler = _ReplyUnpickler(io.BytesIO(key))
+        try:
+            answer = unpickler.load()
+            for product in unpickler.__dict__.get("built", ()):
+                _check_product(product)
+        except (RefusedPayload, ProductStateError, InvalidArgumentError) as error:
+            raise UnsafeReplyError(
+                f"refused an answer of the server: {error}; "
+                "only the market's own types cross the wire"
+            ) from None
+    if (
+        type(answer) is tuple
+        and len(answer) == 2
+        and answer[0] == "#RETURN"
+        and len(key) <= MEMO_MESSAGE_BYTES
+    ):
+        value = answer[1]
+        if type(value) in _IMMUTABLE:
+            _replies_read.keep(key, (answer[0], value, False))
+        elif type(value) is list and _all_immutable(value):
+            _replies_read.keep(key, (answer[0], tuple(value), True))
     return answer

@@ -357,7 +357,10 @@ WRONG = {
     "not a tuple": (_send(["#RETURN", 1]), "answered new_cart with"),
     "a proxy": (_send(("#PROXY", ("Marketplace", None))), "answered new_cart with"),
     "an error that is no exception": (_send(("#ERROR", "boom")), "answered new_cart with"),
-    "a class not here": (_send_bytes(_unknown_class()), "refused an answer of the server"),  # net.safe_pickle
+    "a class not here": (
+        _send_bytes(_unknown_class()),
+        "refused an answer of the server",
+    ),  # net.safe_pickle
     "garbage": (_send_bytes(b"\x00\x01not a pickle"), "could not be read"),
     "half an answer": (_half_then_hang_up, "lost the market"),
 }

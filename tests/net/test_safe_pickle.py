@@ -12,6 +12,7 @@ standard library in a thread, sends hostile answers to mpmarket's client.
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import functools
 import logging
@@ -19,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import pickletools
+import socket
 import struct
 import subprocess
 import threading
@@ -39,13 +41,16 @@ from mpmarket.net.client import connect, open_connection
 from mpmarket.net.safe_pickle import (
     _LITERAL_ONLY,
     MAX_DEPTH,
+    MEMO_MESSAGE_BYTES,
     REPLY_NAMES,
+    ReadMemo,
+    RefusedPayload,
     load_reply,
     load_request,
 )
 from mpmarket.net.server import ServedMarket, new_authkey, start_server
 from mpmarket.net.wire import MARKET_IDENT, PROTOCOL_VERSION
-from mpmarket.products import PRODUCT_TYPES, Coffee, Tea
+from mpmarket.products import PRODUCT_TYPES, Coffee, ProductStateError, Tea
 
 LINDEN = Tea("Linden", 9, "Herbal")
 ARABICA = Coffee("Arabica", 3, 4.5, "DARK")
@@ -360,6 +365,7 @@ class _RogueServer:
         self.at_hello = at_hello
         self.listener = connection.Listener(("127.0.0.1", 0), authkey=authkey)
         self.address = self.listener.address
+        self.closing = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -367,7 +373,12 @@ class _RogueServer:
         while True:  # a client drops a connection that answered wrong, and comes back
             try:
                 conn = self.listener.accept()
-            except OSError:
+            except (OSError, EOFError, multiprocessing.AuthenticationError):
+                if self.closing:
+                    return
+                continue
+            if self.closing:
+                conn.close()
                 return
             with conn:
                 self._answer(conn)
@@ -386,8 +397,13 @@ class _RogueServer:
                 conn.send_bytes(self.answer)
 
     def close(self) -> None:
-        self.listener.close()
+        """Stop: a connection wakes ``accept`` (closing the listener would not)."""
+        self.closing = True
+        with contextlib.suppress(OSError):
+            socket.create_connection(self.address, timeout=CALL_S).close()
         self.thread.join(CALL_S)
+        self.listener.close()
+        assert not self.thread.is_alive()
 
 
 def _hostile_answers(marker: Path) -> dict[str, bytes]:
@@ -494,6 +510,94 @@ def test_products_round_trip_both_ways(product):
     assert request[2][1] == product and hash(request[2][1]) == hash(product)
     answer = load_reply(pickle.dumps(("#RETURN", [product, product])))
     assert answer == ("#RETURN", [product, product])
+
+
+# -- the memos: what was read, by the bytes read ----------------------------------
+
+
+def test_a_request_read_again_is_the_same_and_its_arguments_are_shared():
+    data = pickle.dumps((MARKET_IDENT, "publish", (0, Tea("Memo", 1, "x")), {}))
+    first, again = load_request(data), load_request(bytearray(data))
+    assert again is first and again[2][1] == Tea("Memo", 1, "x")
+
+
+def test_a_request_with_a_container_argument_is_read_anew_each_time():
+    data = pickle.dumps((MARKET_IDENT, "new_cart", ([1, 2],), {}))
+    first, again = load_request(data), load_request(data)
+    assert first == again and again[2][0] is not first[2][0]  # nobody shares a list
+
+
+def test_a_refused_request_is_refused_again_not_remembered(tmp_path):
+    payload = _hostile_payloads(tmp_path / "ran")["os.system"]
+    for _ in range(2):
+        with pytest.raises(RefusedPayload):
+            load_request(payload)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_an_order_read_again_is_a_new_list_of_the_same_products():
+    data = pickle.dumps(("#RETURN", [Tea("Memo", 2, "x"), ARABICA]))
+    first = load_reply(data)
+    first[1].clear()  # the caller's to change
+    again = load_reply(data)
+    assert again == ("#RETURN", [Tea("Memo", 2, "x"), ARABICA])
+    assert again[1] is not first[1]
+
+
+def test_a_product_s_fields_keep_their_types_in_the_memo():
+    one = load_reply(pickle.dumps(("#RETURN", [Tea("Memo", 1, "x")])))[1][0]
+    one_float = load_reply(pickle.dumps(("#RETURN", [Tea("Memo", 1.0, "x")])))[1][0]
+    assert type(one.price) is int and type(one_float.price) is float
+
+
+def test_a_product_takes_no_state_from_a_pickle():
+    build = b"cmpmarket.products\nTea\n(S'a'\nI1\nS'x'\ntR(dS'_hash'\nI5\nsb."
+    with pytest.raises(ProductStateError):
+        pickle.loads(build)
+    # What mpmarket does with products still works: no state in any of it.
+    import copy
+
+    assert copy.copy(LINDEN) == copy.deepcopy(LINDEN) == pickle.loads(pickle.dumps(LINDEN))
+
+
+def test_a_read_memo_is_bounded():
+    memo: ReadMemo[int, int] = ReadMemo(3)
+    for key in range(10):
+        memo.keep(key, key)
+        assert len(memo) <= 3
+    assert memo.get(9) == 9 and memo.get(0) is None
+
+
+def test_a_message_over_the_memo_s_size_is_read_and_not_kept():
+    order = [Tea(f"Long{i}", i, "x") for i in range(40)]
+    data = pickle.dumps(("#RETURN", order))
+    assert len(data) > MEMO_MESSAGE_BYTES
+    assert load_reply(data)[1] == order == load_reply(data)[1]
+
+
+def test_a_rogue_server_cannot_write_a_product_a_client_holds(rogue):
+    """A product read once is shared by later answers: a BUILD on it is refused, unwritten."""
+    authkey = new_authkey()
+    held = Tea("Held", 7, "x")
+    honest = rogue(pickle.dumps(("#RETURN", [held])), authkey)
+    market = connect(honest.address, authkey, timeout=CALL_S)
+    (bought,) = market.place_order(0)
+    market.disconnect()
+    assert bought == held
+    fields_before, hash_before = bought.__dict__["_key"], hash(bought)
+    forged = (  # the same Tea, made by REDUCE, then BUILD with a new name and hash
+        b"\x80\x02X\x07\x00\x00\x00#RETURN]cmpmarket.products\nTea\n"
+        b"(X\x04\x00\x00\x00HeldK\x07X\x01\x00\x00\x00xtR}(X\x04\x00\x00\x00name"
+        b"X\x06\x00\x00\x00ForgedX\x05\x00\x00\x00_hashK\x05uba\x86."
+    )
+    hostile = rogue(forged, authkey)
+    market = connect(hostile.address, authkey, timeout=CALL_S)
+    with pytest.raises(UnsafeReplyError, match="made from its fields"):
+        market.place_order(0)
+    market.disconnect()
+    assert bought.name == "Held" and bought.__dict__["_key"] == fields_before
+    assert hash(bought) == hash_before == hash(Tea("Held", 7, "x"))
+    assert load_reply(pickle.dumps(("#RETURN", [held])))[1][0].name == "Held"
 
 
 # -- the fast path: literals only ------------------------------------------------
