@@ -32,7 +32,7 @@ from mpmarket.cli.bench_common import (
     design_names,
     format_result,
 )
-from mpmarket.cli.options import agents_per_process_option
+from mpmarket.cli.options import FiniteFloat, agents_per_process_option
 
 __all__ = ["bench", "format_result"]
 
@@ -92,21 +92,21 @@ def floor(clients: list[int], calls: int, repeat: int, json_path: Path | None) -
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=10.0,
     show_default=True,
     help="Seconds of churn per size and round.",
 )
 @click.option(
     "--add-wait-ms",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=CHURN_ADD_WAIT * 1000,
     show_default=True,
     help="How long a consumer's add waits before it tries another kind.",
 )
 @click.option(
     "--api-wait-ms",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=API_WAIT * 1000,
     show_default=True,
     help="The course-API churn's wait after a refused publish or add.",
@@ -183,14 +183,14 @@ def churn(
 )
 @click.option(
     "--period-ms",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=1.0,
     show_default=True,
     help="Milliseconds between two publishes.",
 )
 @click.option(
     "--classic-retry-ms",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=CLASSIC_RETRY_WAIT * 1000,
     show_default=True,
     help="How long a classic consumer sleeps between two tries.",
@@ -238,7 +238,7 @@ def latency(
 )
 @click.option(
     "--churn-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=60.0,
     show_default=True,
     help="Seconds of the churn that checks the server's RSS for a leak.",

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
+from mpmarket.cli.options import FiniteFloat
 from mpmarket.cli.output import echo
 from mpmarket.core.dump import dump_course_json, dump_toml
 from mpmarket.core.generate import generate
@@ -60,14 +61,14 @@ __all__ = ["gen"]
 )
 @click.option(
     "--make-time",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=0.004,
     show_default=True,
     help="Typical seconds to make one product (each producer varies it by up to 50 %).",
 )
 @click.option(
     "--wait-time",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=0.01,
     show_default=True,
     help="Typical retry and republish wait (varied the same way).",

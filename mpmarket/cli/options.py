@@ -36,6 +36,7 @@ __all__ = [
     "SHARD",
     "WORKER_KEY_HELP",
     "BadEnvironmentValue",
+    "FiniteFloat",
     "agents_per_process_option",
     "authkey_option",
     "connect_timeout_option",
@@ -123,7 +124,21 @@ class StartMethodType(click.Choice):
         return super().convert(value, param, ctx)
 
 
-class DurationType(click.FloatRange):
+class FiniteFloat(click.FloatRange):
+    """A number in a range, and finite: the type of every float option.
+
+    ``nan`` passes every comparison of a range and ``inf`` every lower bound,
+    and neither is a time, a rate or a size: refused in one line (exit 2).
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"expected a finite number, got {value!r}", param, ctx)
+        return number
+
+
+class DurationType(FiniteFloat):
     """Seconds: a finite number above 0 (``nan`` and ``inf`` are no durations)."""
 
     def __init__(self) -> None:
@@ -132,7 +147,7 @@ class DurationType(click.FloatRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         variable = from_environment(param, ctx)
         try:
-            seconds = super().convert(value, param, ctx)
+            seconds = click.FloatRange.convert(self, value, param, ctx)
             if not math.isfinite(seconds):
                 self.fail(f"expected a finite number of seconds above 0, got {value!r}", param, ctx)
         except click.BadParameter:
@@ -206,7 +221,7 @@ def tls_server_options(command: Callable[..., None]) -> Callable[..., None]:
 def connect_timeout_option(command: Callable[..., None]) -> Callable[..., None]:
     return click.option(
         "--connect-timeout",
-        type=click.FloatRange(min=0),
+        type=FiniteFloat(min=0),
         default=DEFAULT_CONNECT_TIMEOUT_S,
         show_default=True,
         help="Seconds to keep trying while the server is not there yet.",

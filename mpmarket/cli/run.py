@@ -24,6 +24,7 @@ from mpmarket.cli.options import (
     ADDRESS,
     SHARD,
     WORKER_KEY_HELP,
+    FiniteFloat,
     agents_per_process_option,
     authkey_option,
     connect_timeout_option,
@@ -97,7 +98,7 @@ __all__ = ["run"]
 )
 @click.option(
     "--stall-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     metavar="SECONDS",
     help="Stop and explain when no consumer made progress for this long "
     "(default: from the workload's times, at least 10 s).",

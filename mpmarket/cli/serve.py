@@ -16,6 +16,7 @@ from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
 from mpmarket.cli.options import (
     ADDRESS,
     DEFAULT_ADDRESS,
+    FiniteFloat,
     authkey_option,
     log_options,
     quiet_option,
@@ -71,7 +72,7 @@ SERVE_LOG_INTERVAL_S = 10.0
 @log_options
 @click.option(
     "--cart-lease",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=CART_LEASE_S,
     show_default=True,
     metavar="SECONDS",
