@@ -25,7 +25,16 @@ from mpmarket.core.tracing import Recorder, now_ns
 from mpmarket.core.workload import ConsumerSpec, ProducerSpec
 from mpmarket.products import Product
 
-__all__ = ["QUICK_CALL_S", "WAIT_PER_TRY", "AgentStats", "StopSignal", "consume", "produce"]
+__all__ = [
+    "MAX_CATCH_UP_S",
+    "QUICK_CALL_S",
+    "WAIT_PER_TRY",
+    "AgentStats",
+    "StopSignal",
+    "consume",
+    "make_due",
+    "produce",
+]
 
 # The shortest per-try wait of a blocking call (the workload's retry and
 # republish times count when longer). The market wakes a waiter the moment it
@@ -44,6 +53,14 @@ WAIT_PER_TRY = 2.0
 # slot or its products at once (a round trip takes well under a millisecond).
 # Longer calls count as time blocked (producers) or waiting (consumers).
 QUICK_CALL_S = 0.002
+
+
+# How much of its lateness a producer makes up. Each make ends at a due time
+# counted from when the last one was due, not from when the producer woke
+# (``produce``), so the sleeps' lateness and the publish round trips do not
+# add up unit after unit; a producer later than this (descheduled on a loaded
+# machine) makes up this much, not everything it owes in a burst.
+MAX_CATCH_UP_S = 0.005
 
 
 @dataclass
@@ -68,6 +85,20 @@ def _no_op(_ident: int) -> None:
     return None
 
 
+def make_due(due: int | None, started: int, ended: int, queued: bool, make_ns: int) -> int:
+    """When the make of a unit just published ends (monotonic ns).
+
+    It starts when the unit went on sale: when the last make was ``due``, for
+    a publish whose last try ``started`` late by up to ``MAX_CATCH_UP_S``
+    and that met no full queue; ``MAX_CATCH_UP_S`` before ``started`` when
+    later than that; when the publish ``ended``, if it ``queued`` (met a full
+    queue or waited for a slot) or for the first unit.
+    """
+    if queued or due is None:
+        return ended + make_ns
+    return max(due, started - int(MAX_CATCH_UP_S * 1e9)) + make_ns
+
+
 def produce(
     market: Market,
     spec: ProducerSpec,
@@ -81,6 +112,13 @@ def produce(
     Each unit is published (each try waiting in the market for a free slot,
     again and again while refused), then the make time is spent. Returns how many
     units were published; ``stats``, if given, is kept up to date.
+
+    The make of a unit starts when it went on sale, as in the simulated
+    ideal: when the last make was due if the publish was quick (the call's
+    round trip and the sleep's lateness are not making time), else when the
+    blocked publish returned. So a producer of 1 ms units makes a thousand
+    a second, not one per millisecond plus a round trip plus a wake-up
+    (``MAX_CATCH_UP_S`` bounds what it makes up for).
     """
     stats = stats if stats is not None else AgentStats()
     producer_id = market.register_producer()
@@ -89,9 +127,11 @@ def produce(
     if not any(step.quantity for step in spec.steps):
         stop.wait()
         return stats.published
+    due: int | None = None  # when the last make was due to end (ns, monotonic)
     while not stop.is_set():
         for step in spec.steps:
             for _ in range(step.quantity):
+                queued = False  # a try met a full queue, or waited for a slot
                 while True:
                     started = now_ns()
                     published = market.publish(producer_id, step.product, wait)
@@ -100,6 +140,7 @@ def produce(
                     blocked = took > QUICK_CALL_S or not published
                     if blocked:
                         stats.blocked_s += took
+                        queued = True
                     if trace is not None:
                         name = "publish blocked" if blocked else "publish"
                         name = name if published else "publish refused"
@@ -109,9 +150,10 @@ def produce(
                     if stop.is_set():
                         return stats.published
                 stats.published += 1
+                due = make_due(due, started, ended, queued, int(step.make_time * 1e9))
                 if step.make_time:
                     started = now_ns()
-                    stopped = stop.wait(step.make_time)
+                    stopped = stop.wait(max(0, due - started) / 1e9)
                     if trace is not None:
                         trace.span("make", started, now_ns(), step.product.name)
                     if stopped:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from mpmarket.core import agents as agents
-from mpmarket.core.agents import consume, produce
+from mpmarket.core.agents import MAX_CATCH_UP_S, consume, make_due, produce
 from mpmarket.core.books import MarketBooks
 from mpmarket.core.generate import generate
 from mpmarket.core.load import load_workload
@@ -494,3 +494,48 @@ def test_removes_of_more_than_the_cart_holds_then_more_adds() -> None:
     run = run_in_threads(workload, SHORT_RUN_S)
     check_run(run, workload)
     assert run.orders == Counter({"cons": 2})
+
+
+# -- the make schedule: no drift ---------------------------------------------------
+
+MS = 1_000_000  # ns
+
+
+def test_the_first_make_starts_when_its_publish_returns():
+    assert (
+        make_due(None, started=100 * MS, ended=101 * MS, queued=False, make_ns=10 * MS) == 111 * MS
+    )
+
+
+def test_a_quick_publish_late_on_schedule_does_not_push_the_next_make_back():
+    # Due at 110 ms; the sleep woke 0.3 ms late and the publish took 0.2 ms:
+    # the next make still ends 10 ms after 110, not after 110.5.
+    due = make_due(
+        110 * MS,
+        started=110 * MS + 300_000,
+        ended=110 * MS + 500_000,
+        queued=False,
+        make_ns=10 * MS,
+    )
+    assert due == 120 * MS
+
+
+def test_units_after_units_keep_the_schedule_of_the_first():
+    due = make_due(None, started=0, ended=0, queued=False, make_ns=MS)
+    for _ in range(1000):  # each wake 0.1 ms late, each publish 0.05 ms
+        woke = due + 100_000
+        due = make_due(due, started=woke, ended=woke + 50_000, queued=False, make_ns=MS)
+    assert due == 1001 * MS  # a thousand units a second, not 870
+
+
+def test_a_producer_far_behind_makes_up_only_max_catch_up():
+    late = 50 * MS
+    due = make_due(
+        100 * MS, started=100 * MS + late, ended=100 * MS + late, queued=False, make_ns=10 * MS
+    )
+    assert due == 100 * MS + late - int(MAX_CATCH_UP_S * 1e9) + 10 * MS
+
+
+def test_a_publish_that_queued_starts_the_make_when_it_returned():
+    due = make_due(100 * MS, started=100 * MS, ended=400 * MS, queued=True, make_ns=10 * MS)
+    assert due == 410 * MS
