@@ -147,7 +147,7 @@ def run_classic_threads(workload: Workload) -> ThreadRun:
                 result.errors.append(f"{type(error).__name__}: {error}")
 
     def producer(spec: Any) -> None:
-        produce(ClassicAgent.for_spec(market, spec), spec, stop, ready)
+        produce(ClassicAgent.for_spec(market, spec), spec, stop, ready, keep_schedule=False)
 
     def consumer(spec: Any) -> None:
         consume(ClassicAgent.for_spec(market, spec), spec, deliver, stop, ready)

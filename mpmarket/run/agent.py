@@ -144,7 +144,15 @@ def _agent_main(
             market = connect(address, authkey, timeout=ATTACH_TIMEOUT, role=role, name=spec.name)
         if role == "producer":
             try:
-                produce(market, spec, stop, ready, stats, recorder)  # type: ignore[arg-type]
+                produce(  # the classic reference keeps the course's producer: no schedule
+                    market,
+                    spec,  # type: ignore[arg-type]
+                    stop,
+                    ready,
+                    stats,
+                    recorder,
+                    keep_schedule=kind != "classic",
+                )
             finally:
                 send_trace()
                 with contextlib.suppress(OSError):

@@ -539,3 +539,35 @@ def test_a_producer_far_behind_makes_up_only_max_catch_up():
 def test_a_publish_that_queued_starts_the_make_when_it_returned():
     due = make_due(100 * MS, started=100 * MS, ended=400 * MS, queued=True, make_ns=10 * MS)
     assert due == 410 * MS
+
+
+class _NoSleep:
+    """A stop signal that never sleeps: records each make wait it is asked for."""
+
+    def __init__(self, waits: int) -> None:
+        self.asked: list[float] = []
+        self.left = waits
+
+    def is_set(self) -> bool:
+        return self.left <= 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.asked.append(timeout)
+        self.left -= 1
+        return self.left <= 0
+
+
+def test_a_producer_that_keeps_its_schedule_asks_for_what_is_left_of_it():
+    # The waits never sleep, so the producer runs ahead of its schedule: the
+    # k-th wait asks for the rest of it, k make times of 1 s (less the few
+    # microseconds of the publishes: half a second of slack is no timing).
+    stop = _NoSleep(5)
+    produce(Marketplace(100), producer(quantity=5, make_time=1.0), stop)
+    assert stop.asked == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0], abs=0.5)
+
+
+def test_the_course_s_producer_sleeps_the_make_time_after_each_publish():
+    stop = _NoSleep(5)
+    produce(Marketplace(100), producer(quantity=5, make_time=1.0), stop, keep_schedule=False)
+    assert stop.asked == [1.0] * 5  # the classic reference: no schedule, the sleep as given
