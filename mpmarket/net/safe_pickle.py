@@ -27,7 +27,12 @@ its fields and nothing else (``BUILD`` on a frozen dataclass writes its
 are refused), and each field must be a scalar of its type (a ``str`` or a
 number; a ``Tea`` whose name is a list is refused). A container argument
 nested deeper than ``MAX_DEPTH`` is refused (a pickle builds a 100,000-deep
-list without recursion; its ``repr`` or ``hash`` would not).
+list without recursion; its ``repr`` or ``hash`` would not), and so is one of
+more than ``MAX_ITEMS`` items and characters, a shared one counted per use (a
+pickle shares a pair 40 deep in 70 bytes: 2**40 leaves to hash or print); an
+``ident`` or ``method`` that is no scalar is checked the same, before it is
+hashed. Open: the unpickler itself hashes dict keys and set items as it reads,
+before any check (tests/net/test_read_memo.py, the xfail).
 
 Two things keep the cost at or below plain ``pickle.loads`` (docs/performance.md,
 "The allow-list"):
@@ -39,6 +44,8 @@ Two things keep the cost at or below plain ``pickle.loads`` (docs/performance.md
   them. Only what was read whole and checked is kept, and only values no one
   can change (scalars, products, and an order's list, which is copied on
   each hit); a failure is never kept, so a refused pickle is refused again.
+  A product is shared only if equal fields are the same fields (no float
+  zero, ``0.0 == -0.0``; no NaN) and small (``_shareable``).
 - **a fast path** (``_LITERAL_ONLY``): a pickle proved to hold no opcode that
   reaches a callable builds literals only, and ``pickle.loads`` reads it.
 
@@ -60,6 +67,7 @@ import io
 import itertools
 import pickle
 import re
+import sys
 from collections.abc import Hashable, Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -70,6 +78,7 @@ from mpmarket.products import PRODUCT_TYPES, Product, ProductStateError
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_ITEMS",
     "MEMO_MESSAGE_BYTES",
     "REPLY_MEMO_SIZE",
     "REPLY_NAMES",
@@ -85,6 +94,9 @@ __all__ = [
 # How deep a request's container argument may nest. The market's operations
 # take scalars and products only; the stock proxy's tuples and dicts add two.
 MAX_DEPTH = 32
+# How many items and characters a request's container argument may hold, a
+# shared item counted once per place it is used (``_oversized``).
+MAX_ITEMS = 100_000
 
 _PRODUCTS = {("mpmarket.products", name): cls for name, cls in PRODUCT_TYPES.items()}
 
@@ -248,10 +260,26 @@ class _ReplyUnpickler(_RequestUnpickler):
             known = _products_read.get(key)
             if known is None:
                 known = cls(*fields)
-                _products_read.keep(key, known)
+                if _shareable(fields):
+                    _products_read.keep(key, known)
             return known
 
         return make
+
+
+def _shareable(fields: tuple[Any, ...]) -> bool:
+    """Whether a product of these (scalar) fields may be kept in ``_products_read``.
+
+    Its key must match only fields of the same value: ``0.0 == -0.0`` (one
+    would be answered for the other) and a NaN matches only itself (kept,
+    never found again). Small: the memo keeps at most ``REPLY_MEMO_SIZE`` of
+    them, so ``MEMO_MESSAGE_BYTES`` of fields each (a name of a megabyte read
+    once is not kept).
+    """
+    for value in fields:
+        if type(value) is float and (value == 0.0 or value != value):
+            return False
+    return sum(map(sys.getsizeof, fields)) <= MEMO_MESSAGE_BYTES
 
 
 def _check_product(product: Product) -> None:
@@ -276,21 +304,47 @@ def _check_product(product: Product) -> None:
                 )
 
 
-def _too_deep(value: Any) -> bool:
-    """True if ``value`` nests containers deeper than ``MAX_DEPTH`` (no recursion)."""
+def _oversized(value: Any) -> str | None:
+    """Why container ``value`` is too large to pass on, or None (no recursion).
+
+    Too deep: nested deeper than ``MAX_DEPTH``. Too large: more than
+    ``MAX_ITEMS`` items and characters, counted as the market would use
+    them: a container a pickle shares (``DUP``, ``GET``) counts once per
+    place, so a 70-byte pickle of ``(t, t)`` pairs 40 deep is a trillion
+    items (its hash, its ``repr`` in an error message would never end), and
+    it is refused after reading at most ``MAX_ITEMS`` of them. The products
+    in it are checked as an argument's are.
+    """
     level: list[Any] = [value]
+    total = 0
     for _ in range(MAX_DEPTH):
+        total += sum(map(len, level))  # before reading them
+        if total > MAX_ITEMS:
+            break
         inner: list[Any] = []
-        for item in level:
-            if type(item) is dict:
-                inner += [x for x in item.values() if type(x) in _CONTAINERS]
-                inner += [x for x in item if type(x) in _CONTAINERS]
-            else:
-                inner += [x for x in item if type(x) in _CONTAINERS]
+        for container in level:
+            items = (
+                itertools.chain(container, container.values())
+                if type(container) is dict
+                else container
+            )
+            for item in items:
+                kind = type(item)
+                if kind in _CONTAINERS:
+                    inner.append(item)
+                elif kind is str or kind is bytes:
+                    total += len(item)
+                elif kind in _FIELDS:
+                    _check_product(item)
+                    total += sum(map(sys.getsizeof, item.__dict__["_key"]))
+        if total > MAX_ITEMS:
+            break
         if not inner:
-            return False
+            return None
         level = inner
-    return True
+    else:
+        return f"an argument nested deeper than {MAX_DEPTH} levels"
+    return f"an argument of more than {MAX_ITEMS:,} items and characters"
 
 
 def _check_arguments(values: Iterable[Any]) -> None:
@@ -300,8 +354,10 @@ def _check_arguments(values: Iterable[Any]) -> None:
             continue
         if kind in _FIELDS:
             _check_product(value)
-        elif kind in _CONTAINERS and _too_deep(value):
-            raise InvalidArgumentError(f"an argument nested deeper than {MAX_DEPTH} levels")
+        elif kind in _CONTAINERS:
+            reason = _oversized(value)
+            if reason is not None:
+                raise InvalidArgumentError(reason)
 
 
 # How many different requests the server remembers having read, how many
@@ -389,6 +445,8 @@ def load_request(data: bytes | bytearray) -> _Request:
         _check_arguments(args)
     if type(kwds) is dict and kwds:
         _check_arguments(kwds.values())
+    if type(ident) not in _SCALARS or type(method) is not str:  # hashed next: bounded
+        _check_arguments((ident, method))
     request = ident, method, args, kwds
     if (
         type(ident) in _SCALARS
