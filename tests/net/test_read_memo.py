@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import math
 import pickle
+import pickletools
 import struct
 import subprocess
 import sys
@@ -23,17 +24,20 @@ from multiprocessing import managers
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpmarket.core.market import Marketplace
-from mpmarket.errors import InvalidArgumentError, MarketUnavailableError
+from mpmarket.errors import InvalidArgumentError, MarketUnavailableError, UnsafeReplyError
 from mpmarket.net.client import connect
-from mpmarket.net.safe_pickle import MAX_ITEMS, load_reply, load_request
+from mpmarket.net.safe_pickle import _NO_HASHING, MAX_ITEMS, load_reply, load_request
 from mpmarket.net.server import ServedMarket, new_authkey
 from mpmarket.net.wire import MARKET_IDENT
 from mpmarket.products import Coffee, Tea
 from tests.net.test_safe_pickle import (
     CALL_S,
     _attach,
+    _hung_up,
     _raw_answer,
     _RogueServer,
     _serves_and_balances,
@@ -251,7 +255,7 @@ def test_a_container_shared_in_a_request_is_refused_at_once(served, name):
     _serves_and_balances(serving, authkey)
 
 
-# -- open: what the C unpickler hashes while it reads ----------------------------
+# -- what the C unpickler hashes while it reads: scanned first -------------------
 
 _LOAD_TIME = {
     "a pair shared 40 deep as a keyword's name": _ENVELOPE
@@ -272,15 +276,9 @@ _LOAD_TIME = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the C unpickler hashes dict keys and set items as it reads (SETITEM, "
-    "ADDITEMS, FROZENSET, DICT), before any check; a shared or deep tuple there hangs "
-    "or crashes the server (needs a pre-scan of the opcodes)",
-)
 @pytest.mark.parametrize("name", list(_LOAD_TIME))
 def test_a_tuple_hashed_while_a_request_is_read_is_refused_at_once(name, tmp_path):
-    """In a child process, bounded: it hangs (2**40 hashes) or dies (SIGSEGV) today."""
+    """In a child process, bounded: without the scan it hung (2**40 hashes) or died (SIGSEGV)."""
     payload = tmp_path / "payload"
     payload.write_bytes(_LOAD_TIME[name])
     code = (
@@ -296,3 +294,102 @@ def test_a_tuple_hashed_while_a_request_is_read_is_refused_at_once(name, tmp_pat
     except subprocess.TimeoutExpired:
         pytest.fail("reading the request did not end within 20 s")
     assert done.returncode == 0, done.returncode
+    assert done.stdout.strip() == b"RefusedPayload", done.stdout
+
+
+def test_a_request_that_would_hash_a_container_is_refused_and_the_others_served(served):
+    """The real path, with a key that hashes at once: refused before it is read, hung up on."""
+    serving, authkey = served
+    other = connect(serving.address, authkey)
+    cart = other.new_cart()
+    conn = _attach(serving, authkey)
+    try:
+        conn.send_bytes(_ENVELOPE + _x("new_cart") + b")}" + _dag(2) + b"Nst.")
+        kind, error = _raw_answer(conn)
+        assert kind == "#ERROR" and isinstance(error, InvalidArgumentError), (kind, error)
+        assert "a dict key or a set item that is not a scalar" in str(error)
+        assert _hung_up(conn)
+    finally:
+        conn.close()
+    assert other.add_many(cart, Tea("Linden", 9, "Herbal"), 0) == 0  # served on
+    other.disconnect()
+    _serves_and_balances(serving, authkey)
+
+
+def test_a_keyword_call_of_a_stock_proxy_is_still_read():
+    """Keyword names are strings: a dict of them hashes nothing costly."""
+    data = pickle.dumps((MARKET_IDENT, "publish", (0, Tea("Kw", 1, "x")), {"timeout": 0.5}))
+    assert load_request(data)[3] == {"timeout": 0.5}
+
+
+def test_a_rogue_answer_that_would_hash_a_container_is_refused(rogue):
+    authkey = new_authkey()
+    server = rogue(b"\x80\x02" + _x("#RETURN") + b"}" + _dag(2) + b"K\x01s\x86.", authkey)
+    market = connect(server.address, authkey, timeout=CALL_S)
+    with pytest.raises(UnsafeReplyError, match="a dict key or a set item that is not a scalar"):
+        market.books()
+    market.disconnect()
+
+
+@pytest.mark.parametrize("levels", [40])
+def test_a_rogue_answer_of_a_shared_key_does_not_hang_the_client(levels, tmp_path):
+    """2**40 hashes if read: in a child process, bounded."""
+    payload = tmp_path / "answer"
+    payload.write_bytes(b"\x80\x02" + _x("#RETURN") + b"}" + _dag(levels) + b"K\x01s\x86.")
+    code = (
+        "from mpmarket.errors import UnsafeReplyError\n"
+        "from mpmarket.net.safe_pickle import load_reply\n"
+        "try:\n"
+        f"    load_reply(open({str(payload)!r}, 'rb').read())\n"
+        "except UnsafeReplyError:\n"
+        "    print('refused')\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], timeout=20, capture_output=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading the answer did not end within 20 s")
+    assert done.returncode == 0 and done.stdout.strip() == b"refused", done
+
+
+_HASHING_OPCODES = {"SETITEM", "SETITEMS", "DICT", "ADDITEMS", "FROZENSET"}
+_LONG_LENGTHS = {
+    "BINUNICODE",
+    "BINUNICODE8",
+    "BINBYTES",
+    "BINBYTES8",
+    "BINSTRING",
+    "LONG4",
+    "BYTEARRAY8",
+}
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=300)
+    | st.binary(max_size=300)
+    | st.sampled_from([Tea("Linden", 9, "Herbal"), Coffee("Arabica", 3, 4.5, "DARK")]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(
+            st.text(max_size=4) | st.integers() | st.tuples(st.integers()), inner, max_size=3
+        )
+        | st.frozensets(st.integers() | st.text(max_size=3), max_size=3)
+        | st.sets(st.integers(), max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_values, st.integers(0, pickle.HIGHEST_PROTOCOL))
+def test_the_no_hashing_pattern_reads_opcodes_as_the_unpickler_does(value, protocol):
+    """Exact both ways: a match holds no hashing opcode; a pickle with none matches."""
+    data = pickle.dumps(value, protocol)
+    names = {op.name for op, _, _ in pickletools.genops(data)}
+    if _NO_HASHING.fullmatch(data):
+        assert not names & _HASHING_OPCODES
+    elif not names & (_HASHING_OPCODES | _LONG_LENGTHS):
+        pytest.fail(f"a pickle without a hashing opcode was not matched: {data!r}")
