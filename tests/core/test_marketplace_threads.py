@@ -117,7 +117,15 @@ def wait_until(market: Marketplace, predicate: Callable[[MarketBooks], bool]) ->
 
 
 def drain(market: Marketplace, products=PRODUCTS) -> Counter[Product]:
-    """Take everything on sale into a new cart; return what was on sale."""
+    """Take everything on sale into a new cart; return what was on sale.
+
+    Units kept for a lapsed add (a timed-out try keeps its cart's place for
+    ``LAPSE_GRACE_S``) are let go first, as the serving loop would: under
+    load a consumer's last try may lapse just before its thread ends.
+    """
+    while (due := market.next_lapse()) is not None:
+        time.sleep(max(0.0, due - time.monotonic()))
+        market.let_lapses_go()
     cart = market.new_cart()
     found: Counter[Product] = Counter()
     for product in products:
