@@ -33,7 +33,7 @@ pickle shares a pair 40 deep in 70 bytes: 2**40 leaves to hash or print); an
 ``ident`` or ``method`` that is no scalar is checked the same, before it is
 hashed. The unpickler itself hashes dict keys and set items as it reads,
 so every message no memo holds is first read opcode by opcode
-(``_hashes_a_container``): one that would hash anything but a scalar is
+(``mpmarket.net.pickle_scan``): one that would hash anything but a scalar is
 refused unread (``RefusedPayload``; a client's ``UnsafeReplyError``).
 
 Two things keep the cost at or below plain ``pickle.loads`` (docs/performance.md,
@@ -68,15 +68,21 @@ import importlib
 import io
 import itertools
 import pickle
-import pickletools
 import re
 import sys
-from collections.abc import Hashable, Iterable
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 from mpmarket import errors
 from mpmarket.core.books import MARKET_OPERATIONS
 from mpmarket.errors import InvalidArgumentError, UnsafeReplyError
+from mpmarket.net.pickle_scan import hashes_a_container
+from mpmarket.net.read_memo import (
+    MEMO_MESSAGE_BYTES,
+    REPLY_MEMO_SIZE,
+    REQUEST_MEMO_SIZE,
+    ReadMemo,
+)
 from mpmarket.products import PRODUCT_TYPES, Product, ProductStateError
 
 __all__ = [
@@ -363,48 +369,6 @@ def _check_arguments(values: Iterable[Any]) -> None:
                 raise InvalidArgumentError(reason)
 
 
-# How many different requests the server remembers having read, how many
-# answers and products a client does, and the largest message remembered, in
-# bytes. A request of the course's workloads is 60 to 120 bytes, an answer 20
-# to 40 (an order of a few products about 150); an agent process saw at most
-# 156 different answers in a 16x32 churn: the memos hold what the agents send
-# and get over and over, at most a few hundred kB (``ReadMemo``).
-REQUEST_MEMO_SIZE = 4096
-REPLY_MEMO_SIZE = 1024
-MEMO_MESSAGE_BYTES = 256
-
-_K = TypeVar("_K", bound=Hashable)
-_V = TypeVar("_V")
-
-
-class ReadMemo(Generic[_K, _V]):
-    """What was read, by what it was read from: at most ``size`` entries.
-
-    Emptied when full (a workload with more different messages than that
-    reads them as without a memo, and no slower). One per process and use,
-    shared by its threads: a ``dict``'s ``get`` and item assignment are
-    atomic in CPython, and a value is the same whoever read it first.
-    """
-
-    __slots__ = ("_read", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._read: dict[_K, _V] = {}
-
-    def get(self, key: _K) -> _V | None:
-        """What ``key`` was read as, or None."""
-        return self._read.get(key)
-
-    def keep(self, key: _K, value: _V) -> None:
-        if len(self._read) >= self.size:
-            self._read.clear()
-        self._read[key] = value
-
-    def __len__(self) -> int:
-        return len(self._read)
-
-
 _Request = tuple[Any, Any, Any, Any]
 _requests_read: ReadMemo[bytes, _Request] = ReadMemo(REQUEST_MEMO_SIZE)
 # An answer's kind, its value (a list's items as a tuple), whether it was a list.
@@ -416,122 +380,6 @@ _products_read: ReadMemo[tuple[type[Product], tuple[type, ...], tuple[Any, ...]]
 
 def _all_immutable(values: Iterable[Any]) -> bool:
     return all(type(value) in _IMMUTABLE for value in values)
-
-
-# The opcodes whose reading hashes what is on the stack (a dict's keys, a
-# set's items), in the C unpickler, before any check of ours could look.
-_HASHING = frozenset({"SETITEM", "SETITEMS", "DICT", "ADDITEMS", "FROZENSET"})
-# What pickletools says an opcode pushes, when it is cheap to hash: a scalar.
-_SCALAR_KINDS = frozenset(
-    {
-        pickletools.pyint,
-        pickletools.pylong,
-        pickletools.pyinteger_or_bool,
-        pickletools.pybool,
-        pickletools.pyfloat,
-        pickletools.pybytes_or_str,
-        pickletools.pystring,
-        pickletools.pybytes,
-        pickletools.pyunicode,
-        pickletools.pynone,
-    }
-)
-_HASHING_BYTES = re.compile(rb"[sud\x90\x91]")
-
-
-def _no_hashing_pattern() -> re.Pattern[bytes]:
-    """Pickles read opcode by opcode, with none that hashes (C speed, exact).
-
-    Each opcode with its argument, as the unpickler reads it: fixed sizes,
-    lines, and strings of a 1-byte length (each length its own branch, so
-    that a string's bytes are never taken for opcodes). Strings of a 4- or
-    8-byte length are not matched: such pickles go to the opcode scan.
-    """
-    plain: list[bytes] = []
-    others: list[bytes] = []
-    for opcode in pickletools.opcodes:
-        if opcode.name in _HASHING:
-            continue
-        code = re.escape(opcode.code.encode("latin-1"))
-        argument = opcode.arg
-        if argument is None:
-            plain.append(code)
-        elif argument.n >= 0:
-            others.append(code + rb"[\s\S]{%d}" % argument.n)
-        elif argument.n == pickletools.UP_TO_NEWLINE:
-            lines = 2 if argument.name == "stringnl_noescape_pair" else 1
-            others.append(code + rb"[^\n]*\n" * lines)
-        elif argument.n == pickletools.TAKEN_FROM_ARGUMENT1:
-            sized = (re.escape(bytes([n])) + rb"[\s\S]{%d}" % n for n in range(256))
-            others.append(code + rb"(?:" + b"|".join(sized) + rb")")
-    # The frequent first: short strings, small ints, memo gets, floats.
-    first = {b"\x8c": 0, b"K": 1, b"h": 2, b"G": 3, b"M": 4, b"J": 5}
-    others.sort(key=lambda token: first.get(token[:2].lstrip(b"\\")[:1], 9))
-    return re.compile(rb"(?:[" + b"".join(plain) + rb"]|" + b"|".join(others) + rb")*+")
-
-
-_NO_HASHING = _no_hashing_pattern()
-_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
-_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
-
-
-def _hashes_a_container(data: bytes) -> bool:
-    """True if reading ``data`` would hash anything but a scalar (a dict key, a set item).
-
-    The C unpickler hashes those as it reads: a tuple shared with itself 40
-    levels deep (a 70-byte pickle) hashes 2**40 times, one a million deep
-    overflows the C stack. The protocol's dict keys are strings (a call's
-    keyword names) and it sends no sets, so a pickle that would hash a
-    container is refused before it is read. This follows the pickle's stack
-    as ``pickletools`` describes each opcode, scalars apart from the rest
-    (through the memo, ``DUP`` and marks). A malformed pickle is left to the
-    unpickler, which refuses it. About 10 us for a request of 100 bytes;
-    only what no memo holds is scanned.
-    """
-    if not _HASHING_BYTES.search(data) or _NO_HASHING.fullmatch(data):
-        return False  # no such opcode (nor a byte like one), or none read as an opcode
-    stack: list[bool] = []  # True: a scalar, cheap to hash
-    marks: list[int] = []
-    memo: dict[int, bool] = {}
-    try:
-        for opcode, argument, _ in pickletools.genops(data):
-            name = opcode.name
-            if name == "MARK":
-                marks.append(len(stack))
-                continue
-            if name in _MEMO_PUTS or name in _MEMO_GETS:
-                if not isinstance(argument, int):
-                    return False  # malformed
-                if name in _MEMO_PUTS:
-                    memo[argument] = stack[-1]
-                else:
-                    stack.append(memo[argument])
-                continue
-            if name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-                continue
-            if name == "DUP":
-                stack.append(stack[-1])
-                continue
-            before = opcode.stack_before
-            if pickletools.markobject in before:
-                start = marks.pop()
-                items = stack[start:]
-                del stack[start:]
-                if name in _HASHING and not all(
-                    items if name in ("ADDITEMS", "FROZENSET") else items[0::2]
-                ):
-                    return True
-                del stack[len(stack) - before.index(pickletools.markobject) :]
-            else:
-                if name == "SETITEM" and not stack[-2]:
-                    return True
-                if before:
-                    del stack[-len(before) :]
-            stack += [kind in _SCALAR_KINDS for kind in opcode.stack_after]
-    except (ValueError, IndexError, KeyError):  # malformed: the unpickler says how
-        return False
-    return False
 
 
 def load_request(data: bytes | bytearray) -> _Request:
@@ -553,7 +401,7 @@ def load_request(data: bytes | bytearray) -> _Request:
     request = _requests_read.get(key)
     if request is not None:
         return request
-    if _hashes_a_container(key):
+    if hashes_a_container(key):
         raise RefusedPayload("a dict key or a set item that is not a scalar")
     if b"\x93" not in data and _LITERAL_ONLY.fullmatch(data):  # no STACK_GLOBAL: try it
         ident, method, args, kwds = pickle.loads(data)
@@ -604,7 +452,7 @@ def load_reply(data: bytes | bytearray | memoryview) -> Any:
     if known is not None:
         kind, value, is_list = known
         return (kind, list(value)) if is_list else (kind, value)
-    if _hashes_a_container(key):
+    if hashes_a_container(key):
         raise UnsafeReplyError(
             "refused an answer of the server: a dict key or a set item that is not a "
             "scalar; only the market's own types cross the wire"

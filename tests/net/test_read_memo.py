@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from mpmarket.core.market import Marketplace
 from mpmarket.errors import InvalidArgumentError, MarketUnavailableError, UnsafeReplyError
 from mpmarket.net.client import connect
-from mpmarket.net.safe_pickle import _NO_HASHING, MAX_ITEMS, load_reply, load_request
+from mpmarket.net.pickle_scan import NO_HASHING
+from mpmarket.net.safe_pickle import MAX_ITEMS, load_reply, load_request
 from mpmarket.net.server import ServedMarket, new_authkey
 from mpmarket.net.wire import MARKET_IDENT
 from mpmarket.products import Coffee, Tea
@@ -389,7 +390,7 @@ def test_the_no_hashing_pattern_reads_opcodes_as_the_unpickler_does(value, proto
     """Exact both ways: a match holds no hashing opcode; a pickle with none matches."""
     data = pickle.dumps(value, protocol)
     names = {op.name for op, _, _ in pickletools.genops(data)}
-    if _NO_HASHING.fullmatch(data):
+    if NO_HASHING.fullmatch(data):
         assert not names & _HASHING_OPCODES
     elif not names & (_HASHING_OPCODES | _LONG_LENGTHS):
         pytest.fail(f"a pickle without a hashing opcode was not matched: {data!r}")
