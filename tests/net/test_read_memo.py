@@ -19,20 +19,20 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing import managers
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpmarket.core.market import Marketplace
 from mpmarket.errors import InvalidArgumentError, MarketUnavailableError, UnsafeReplyError
 from mpmarket.net.client import connect
 from mpmarket.net.pickle_scan import NO_HASHING
 from mpmarket.net.safe_pickle import MAX_ITEMS, load_reply, load_request
-from mpmarket.net.server import ServedMarket, new_authkey
+from mpmarket.net.server import new_authkey
 from mpmarket.net.wire import MARKET_IDENT
 from mpmarket.products import Coffee, Tea
 from tests.net.test_safe_pickle import (
@@ -43,31 +43,6 @@ from tests.net.test_safe_pickle import (
     _RogueServer,
     _serves_and_balances,
 )
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[ServedMarket, bytes]]:
-    market = Marketplace(3)
-    authkey = new_authkey()
-    serving = ServedMarket(market, ("127.0.0.1", 0), authkey)
-    serving.start()
-    try:
-        yield serving, authkey
-    finally:
-        market.close()
-
-
-@pytest.fixture
-def rogue() -> Iterator[Callable[..., _RogueServer]]:
-    servers: list[_RogueServer] = []
-
-    def start(answer: bytes, authkey: bytes) -> _RogueServer:
-        servers.append(_RogueServer(answer, authkey))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def _order_from(rogue: Callable[..., _RogueServer], answer: bytes) -> list[Any]:
@@ -277,23 +252,30 @@ _LOAD_TIME = {
 }
 
 
-@pytest.mark.parametrize("name", list(_LOAD_TIME))
-def test_a_tuple_hashed_while_a_request_is_read_is_refused_at_once(name, tmp_path):
-    """In a child process, bounded: without the scan it hung (2**40 hashes) or died (SIGSEGV)."""
+def _read_in_child(reader: str, data: bytes, tmp_path: Path) -> subprocess.CompletedProcess[bytes]:
+    """``safe_pickle.<reader>(data)`` in a child process, bounded: it prints what it raised.
+
+    What would hang or crash (2**40 hashes, SIGSEGV) takes the child only.
+    """
     payload = tmp_path / "payload"
-    payload.write_bytes(_LOAD_TIME[name])
+    payload.write_bytes(data)
     code = (
-        "import sys\n"
-        "from mpmarket.net.safe_pickle import load_request\n"
+        f"from mpmarket.net.safe_pickle import {reader}\n"
         "try:\n"
-        f"    load_request(open({str(payload)!r}, 'rb').read())\n"
+        f"    {reader}(open({str(payload)!r}, 'rb').read())\n"
         "except Exception as error:\n"
         "    print(type(error).__name__)\n"
     )
     try:
-        done = subprocess.run([sys.executable, "-c", code], timeout=20, capture_output=True)
+        return subprocess.run([sys.executable, "-c", code], timeout=20, capture_output=True)
     except subprocess.TimeoutExpired:
-        pytest.fail("reading the request did not end within 20 s")
+        pytest.fail(f"{reader} did not end within 20 s")
+
+
+@pytest.mark.parametrize("name", list(_LOAD_TIME))
+def test_a_tuple_hashed_while_a_request_is_read_is_refused_at_once(name, tmp_path):
+    """In a child process, bounded: without the scan it hung (2**40 hashes) or died (SIGSEGV)."""
+    done = _read_in_child("load_request", _LOAD_TIME[name], tmp_path)
     assert done.returncode == 0, done.returncode
     assert done.stdout.strip() == b"RefusedPayload", done.stdout
 
@@ -335,21 +317,9 @@ def test_a_rogue_answer_that_would_hash_a_container_is_refused(rogue):
 @pytest.mark.parametrize("levels", [40])
 def test_a_rogue_answer_of_a_shared_key_does_not_hang_the_client(levels, tmp_path):
     """2**40 hashes if read: in a child process, bounded."""
-    payload = tmp_path / "answer"
-    payload.write_bytes(b"\x80\x02" + _x("#RETURN") + b"}" + _dag(levels) + b"K\x01s\x86.")
-    code = (
-        "from mpmarket.errors import UnsafeReplyError\n"
-        "from mpmarket.net.safe_pickle import load_reply\n"
-        "try:\n"
-        f"    load_reply(open({str(payload)!r}, 'rb').read())\n"
-        "except UnsafeReplyError:\n"
-        "    print('refused')\n"
-    )
-    try:
-        done = subprocess.run([sys.executable, "-c", code], timeout=20, capture_output=True)
-    except subprocess.TimeoutExpired:
-        pytest.fail("reading the answer did not end within 20 s")
-    assert done.returncode == 0 and done.stdout.strip() == b"refused", done
+    answer = b"\x80\x02" + _x("#RETURN") + b"}" + _dag(levels) + b"K\x01s\x86."
+    done = _read_in_child("load_reply", answer, tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == b"UnsafeReplyError", done
 
 
 _HASHING_OPCODES = {"SETITEM", "SETITEMS", "DICT", "ADDITEMS", "FROZENSET"}

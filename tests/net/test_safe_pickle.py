@@ -25,7 +25,6 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
 from multiprocessing import connection, managers
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpmarket import __version__
-from mpmarket.core.market import Marketplace
 from mpmarket.errors import InvalidArgumentError, UnknownCartError, UnsafeReplyError
 from mpmarket.net.client import connect, open_connection
 from mpmarket.net.safe_pickle import (
@@ -131,18 +129,6 @@ def _hostile_payloads(marker: Path) -> dict[str, bytes]:
 
 
 # -- the served market -------------------------------------------------------------
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[ServedMarket, bytes]]:
-    market = Marketplace(3)
-    authkey = new_authkey()
-    serving = ServedMarket(market, ("127.0.0.1", 0), authkey)
-    serving.start()
-    try:
-        yield serving, authkey
-    finally:
-        market.close()
 
 
 def _attach(serving: ServedMarket, authkey: bytes) -> connection.Connection:
@@ -427,19 +413,6 @@ def _hostile_answers(marker: Path) -> dict[str, bytes]:
         "a product whose name is a list": pickle.dumps(("#RETURN", [Tea(["a"], 1, "x")])),  # type: ignore[arg-type]
         "persistent id": b"(S'#RETURN'\nPx\nt.",
     }
-
-
-@pytest.fixture
-def rogue() -> Iterator[Callable[..., _RogueServer]]:
-    servers: list[_RogueServer] = []
-
-    def start(answer: bytes, authkey: bytes, **kwargs: Any) -> _RogueServer:
-        servers.append(_RogueServer(answer, authkey, **kwargs))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 @pytest.mark.parametrize("name", list(_hostile_answers(Path("x"))))
