@@ -32,6 +32,7 @@ from mpmarket.errors import RunError
 
 __all__ = [
     "FILES_MARGIN",
+    "FORK_BATCH",
     "FilesNeeded",
     "ResourceLimitError",
     "ensure_open_files",
@@ -44,6 +45,11 @@ __all__ = [
 # The runner's and the server's own files (standard streams, the wake-up
 # pipe, the listener, the runner's connection, a log): 14 to 18 measured.
 FILES_MARGIN = 32
+
+# Agent processes forked in one tight loop (``forked.fork_batch``): the pipes
+# of a batch are made before it, so while it forks the runner holds two more
+# descriptors for each of its processes (their writing ends).
+FORK_BATCH = 32
 
 
 class ResourceLimitError(RunError):
@@ -74,14 +80,15 @@ class FilesNeeded:
 def open_files_needed(processes: int, agents: int, agents_per_process: int = 1) -> FilesNeeded:
     """The open files the busiest process of a run needs, about.
 
-    The runner: two per agent process; the last agent process forked: the
+    The runner: two per agent process, and two more for each process of a
+    batch being forked (``FORK_BATCH``); the last agent process forked: the
     same, plus a connection per agent it runs; the server: one per agent.
     Each of them also holds what the runner holds now (``open_files()``):
     the server and the agents inherit it.
     """
     held = open_files() + FILES_MARGIN
     return FilesNeeded(
-        held + max(2 * processes + agents_per_process, agents),
+        held + max(2 * (processes + min(processes, FORK_BATCH)) + agents_per_process, agents),
         held + agents + 2 * 2,  # two processes, a pipe and a sentinel each
         processes,
     )

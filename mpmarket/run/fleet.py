@@ -7,17 +7,18 @@
               one process, any target that speaks the messages (a benchmark's)
     release() start.set(): every agent at the barrier goes
     next_messages(timeout)
-              connection.wait() on every pipe, every sentinel (and the server's)
+              one WaitSet of every pipe (and the server's sentinel)
               <── pipe: Ready | Order | Done | Stats | Closed | Failed | Trace (messages.decode)
               a process that ended: Died for each of its agents that had not finished
     stop()    stop.set(), drain the pipes for a grace, terminate, kill
 
-Each agent process writes to a pipe of its own, and the fleet waits with
-``multiprocessing.connection.wait`` on every pipe and every process sentinel
-at once: an order, a finished consumer or a dead process wakes it the moment
-it happens. A killed agent breaks only its own pipe. Under the fork start
+Each agent process writes to a pipe of its own, and the fleet waits on
+every pipe at once (``proc.waitset.WaitSet``: each registered once, so a wake
+costs what is ready, not the hundreds watched): an order, a finished
+consumer or a dead process (its pipe ends) wakes it the moment it happens. A killed agent breaks only its own pipe. Under the fork start
 method an agent process is a bare fork (``forked.ForkedProcess``), without
-what ``multiprocessing.Process`` costs hundreds of agents. Agents packed
+what ``multiprocessing.Process`` costs hundreds of agents, and they are forked
+``FORK_BATCH`` at a time in a tight loop (``forked.fork_batch``). Agents packed
 several to a process share its pipe; a process that dies is the death of each
 of its agents that had not finished.
 
@@ -43,7 +44,7 @@ from mpmarket.errors import MarketLostError, RunError
 from mpmarket.net.client import ATTACH_TIMEOUT
 from mpmarket.net.wire import Address
 from mpmarket.proc.flag import ProcessFlag
-from mpmarket.proc.forked import start_child
+from mpmarket.proc.forked import ForkedProcess, fork_batch, start_child
 from mpmarket.proc.interrupts import Interrupts
 from mpmarket.proc.lifeline import (
     STOP_GRACE,
@@ -52,7 +53,8 @@ from mpmarket.proc.lifeline import (
     join_all,
     stop_processes,
 )
-from mpmarket.proc.limits import FilesNeeded, open_files_needed, spawn_error
+from mpmarket.proc.limits import FORK_BATCH, FilesNeeded, open_files_needed, spawn_error
+from mpmarket.proc.waitset import Handle, WaitSet
 from mpmarket.products import Product
 from mpmarket.run.agent import process_main
 from mpmarket.run.messages import (
@@ -123,6 +125,7 @@ class AgentFleet:
         self._start = ProcessFlag(ctx)
         self._stop = ProcessFlag(ctx)
         self._files: FilesNeeded | None = None  # what spawn() needs: for its error
+        self._waits = WaitSet()  # every open pipe (and, during a wait, what else it watches)
 
     def spawn(
         self, workload: Workload, agents_per_process: int, address: Address, authkey: bytes
@@ -136,17 +139,48 @@ class AgentFleet:
         packs = list(pack_agents(workload, agents_per_process))
         agents = sum(map(len, packs))
         self._files = open_files_needed(len(packs), agents, agents_per_process)
+        if self.ctx.get_start_method() == "fork":
+            for first in range(0, len(packs), FORK_BATCH):
+                self.interrupts.check()
+                self._fork_batch(packs[first : first + FORK_BATCH], address, authkey)
+            return
         for members in packs:
             self.interrupts.check()
-            self._spawn_process(members, address, authkey)
+            args = (members, address, authkey, self.market, self.trace)
+            reader, process = self._start_process(_pack_name(members), process_main, args)
+            self._track(reader, process, members)
 
-    def _spawn_process(self, members: list[Member], address: Address, authkey: bytes) -> None:
-        names = [spec.name for _, spec in members]
-        name = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
-        reader, process = self._start_process(
-            name, process_main, (members, address, authkey, self.market, self.trace)
-        )
-        self._track(reader, process, members)
+    def _fork_batch(self, packs: list[list[Member]], address: Address, authkey: bytes) -> None:
+        """Fork a process for each pack in one tight loop (``forked.fork_batch``).
+
+        ResourceLimitError, naming the agent, if the system refuses a pipe
+        or a fork; the processes forked before it are tracked.
+        """
+        readers: list[connection.Connection] = []
+        writers: list[connection.Connection] = []
+        processes: list[ForkedProcess] = []
+        started, error = 0, None
+        try:
+            for members in packs:
+                reader, writer = self.ctx.Pipe(duplex=False)
+                readers.append(reader)
+                writers.append(writer)
+                args = (members, address, authkey, self.market, self.trace)
+                extra = (writer, self._start, self._stop, os.getpid())
+                processes.append(ForkedProcess(process_main, _pack_name(members), args + extra))
+            started, error = fork_batch(processes, [writer.fileno() for writer in writers])
+        except OSError as no_pipe:  # out of files
+            error = no_pipe
+        finally:
+            for writer in writers:
+                writer.close()
+        for index, reader in enumerate(readers):
+            if index < started:
+                self._track(reader, processes[index], packs[index])
+            else:
+                reader.close()
+        if error is not None:
+            raise spawn_error(f"agent {_pack_name(packs[started])}", error, self._files) from error
 
     def spawn_process(
         self, name: str, target: Callable[..., object], args: tuple[Any, ...], role: str
@@ -161,6 +195,7 @@ class AgentFleet:
         agent = AgentState(name, role, process)
         self.agents.append(agent)
         self._by_channel[reader] = [agent]
+        self._waits.add(reader)
         return agent
 
     def _start_process(
@@ -201,6 +236,7 @@ class AgentFleet:
         ]
         self.agents += agents
         self._by_channel[channel] = agents
+        self._waits.add(channel)
 
     def wait_ready(self, server: ChildProcess | None) -> None:
         """Until every agent is attached; RunError if one fails or they take too long."""
@@ -228,13 +264,8 @@ class AgentFleet:
         stop asked (``interrupts``) raises KeyboardInterrupt, before any pipe is read.
         """
         self.interrupts.check()
-        handles: list[Any] = [channel for channel in self._by_channel if not channel.closed]
-        if server is not None:
-            handles.append(server.sentinel)
         wake = self.interrupts.fileno()
-        if wake is not None:
-            handles.append(wake)
-        ready = connection.wait(handles, timeout)
+        ready = self._wait(timeout, server.sentinel if server is not None else None, wake)
         if wake in ready:
             self.interrupts.drain()
             self.interrupts.check()
@@ -279,7 +310,7 @@ class AgentFleet:
                     agent.done = True
                 messages.append((agent, message))
         except (EOFError, OSError):
-            channel.close()
+            self._close(channel)
             return messages, True
         return messages, False
 
@@ -329,7 +360,23 @@ class AgentFleet:
                 stop_processes(self.processes(), 0.0, TERMINATE_GRACE)
             self._pass_on_orders(on_order)  # what the last of them said before they ended
             for channel in self._by_channel:
-                channel.close()
+                self._close(channel)
+            self._waits.close()
+
+    def _wait(self, timeout: float | None, *also: int | None) -> list[Handle]:
+        """Wait on every open pipe and, for this wait only, on ``also`` (None: nothing)."""
+        extra = [handle for handle in also if handle is not None]
+        for handle in extra:  # theirs to close: not kept in the set past this wait
+            self._waits.add(handle)
+        try:
+            return self._waits.wait(timeout)
+        finally:
+            for handle in extra:
+                self._waits.discard(handle)
+
+    def _close(self, channel: connection.Connection) -> None:
+        self._waits.discard(channel)  # first: the closed descriptor's number may come back
+        channel.close()
 
     def kill_all(self) -> None:
         """No grace for anyone (the second Ctrl-C)."""
@@ -346,21 +393,24 @@ class AgentFleet:
         """
         deadline = time.monotonic() + timeout
         wake = self.interrupts.fileno()
-        while not self.interrupts.hurry:
-            handles: list[Any] = [channel for channel in self._by_channel if not channel.closed]
-            handles += [p.sentinel for p in self.processes() if p.exitcode is None]
-            remaining = deadline - time.monotonic()
-            if not handles or remaining <= 0:
-                return
-            if wake is not None:
-                handles.append(wake)
-            for handle in connection.wait(handles, remaining):
-                if handle == wake:
-                    self.interrupts.drain()
-                    continue
-                if not isinstance(handle, connection.Connection):
-                    continue  # a sentinel: its pipe reports the end
-                self._pass_on_orders(on_order, [handle])
+        sentinels = {p.sentinel for p in self.processes() if p.exitcode is None}
+        for sentinel in sentinels:
+            self._waits.add(sentinel)
+        try:
+            while not self.interrupts.hurry:
+                remaining = deadline - time.monotonic()
+                if not self._waits or remaining <= 0:
+                    return  # every pipe closed and every agent process gone
+                for handle in self._wait(remaining, wake):
+                    if handle == wake:
+                        self.interrupts.drain()
+                    elif handle in sentinels:  # its pipe reports the end
+                        self._waits.discard(handle)
+                    elif isinstance(handle, connection.Connection):
+                        self._pass_on_orders(on_order, [handle])
+        finally:
+            for sentinel in sentinels:
+                self._waits.discard(sentinel)
 
     def _pass_on_orders(
         self,
@@ -374,11 +424,17 @@ class AgentFleet:
             try:
                 received = self._read_pipe(channel)[0]
             except MessageError:  # the run is ending: stop reading this pipe
-                channel.close()
+                self._close(channel)
                 continue
             for agent, message in received:
                 if isinstance(message, Order):
                     on_order(agent, message.products)
+
+
+def _pack_name(members: list[Member]) -> str:
+    """An agent process's name: its agent's, or its first and last agents' (``a..b``)."""
+    first, last = members[0][1].name, members[-1][1].name
+    return first if len(members) == 1 else f"{first}..{last}"
 
 
 def how_it_ended(process: ChildProcess | None) -> str:

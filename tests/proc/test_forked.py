@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mpmarket.proc.forked import ForkedProcess, start_child
+from mpmarket.proc.forked import ForkedProcess, fork_batch, start_child
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,3 +179,71 @@ def test_output_the_parent_buffered_before_the_fork_is_written_once():
         env=buffered,
     )
     assert done.stdout.splitlines() == ["written before the fork", "written by the child", "exit 0"]
+
+
+def _report_then(pipe_writer, seconds: float) -> None:
+    pipe_writer.send(os.getpid())
+    time.sleep(seconds)
+
+
+def _batch(children: list[ForkedProcess], seconds: list[float]):
+    """A batch forked as the fleet forks one: a pipe each, its writer kept by its child only."""
+    readers, writers, batch = [], [], []
+    for index, wait in enumerate(seconds):
+        reader, writer = multiprocessing.Pipe(duplex=False)
+        readers.append(reader)
+        writers.append(writer)
+        batch.append(ForkedProcess(_report_then, f"agent-{index}", (writer, wait)))
+    children.extend(batch)
+    kept = [writer.fileno() for writer in writers]
+    started, error = fork_batch(batch, kept)
+    for writer in writers:
+        writer.close()
+    return started, error, readers, batch, kept
+
+
+def test_a_batch_child_ending_is_seen_while_its_siblings_live(children):
+    """Neither its sentinel nor its pipe is held open by a sibling forked after it, or before."""
+    started, error, readers, batch, _ = _batch(children, [60, 0, 60])
+    assert (started, error) == (3, None)
+    assert [reader.recv() for reader in readers] == [child.pid for child in batch]
+    middle = batch[1]
+    assert multiprocessing.connection.wait([middle.sentinel], 30) == [middle.sentinel]
+    with pytest.raises(EOFError):
+        readers[1].recv()
+    middle.join(30)
+    assert middle.exitcode == 0
+    assert batch[0].is_alive() and batch[2].is_alive()
+    assert not multiprocessing.connection.wait([batch[0].sentinel, readers[2]], 0.05)
+    batch[0].kill()
+    assert multiprocessing.connection.wait([readers[0]], 30) == [readers[0]]
+
+
+def test_a_batch_child_holds_its_own_writing_end_and_no_other(children):
+    """The others' pipe writers and every sentinel's reading end are closed in each child."""
+    started, _, readers, batch, kept = _batch(children, [60, 60, 60])
+    assert started == 3
+    for reader in readers:
+        reader.recv()
+    for index, child in enumerate(batch):
+        held = {int(fd) for fd in os.listdir(f"/proc/{child.pid}/fd")}
+        assert kept[index] in held
+        assert not held & ({*kept} - {kept[index]}), index
+        assert not held & {sibling.sentinel for sibling in batch}, index
+
+
+def test_a_batch_out_of_files_starts_nothing_and_leaks_nothing():
+    """The sentinels' pipes come before any fork: a limit reached there starts no child."""
+    script = (
+        "import os, resource, time\n"
+        "from mpmarket.proc.forked import ForkedProcess, fork_batch\n"
+        "held = len(os.listdir('/proc/self/fd')) - 1\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (held + 5, held + 5))\n"
+        "batch = [ForkedProcess(time.sleep, f'a{i}', (0,)) for i in range(4)]\n"
+        "started, error = fork_batch(batch, [])\n"
+        "print(started, error.errno == 24, len(os.listdir('/proc/self/fd')) - 1 - held)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == ["0", "True", "0"], result.stderr
