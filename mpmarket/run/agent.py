@@ -15,12 +15,14 @@ and sends them once, in a Trace message just before its last word.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing import connection
-from typing import Any
+from typing import Any, NoReturn
 
 from mpmarket.core.agents import AgentStats, consume, produce
 from mpmarket.core.classic import ClassicAgent
@@ -32,6 +34,7 @@ from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
 from mpmarket.net.wire import Address
 from mpmarket.proc.interrupts import child_signals
 from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, Lifeline
+from mpmarket.proc.limits import out_of_resources
 from mpmarket.products import Product
 from mpmarket.run.messages import (
     AgentMessage,
@@ -44,7 +47,7 @@ from mpmarket.run.messages import (
     Trace,
     encode,
 )
-from mpmarket.run.plan import Member
+from mpmarket.run.plan import Member, pack_name
 
 __all__ = ["process_main"]
 
@@ -91,10 +94,29 @@ def process_main(
         )
         for slot, (role, spec) in enumerate(members)
     ]
-    for thread in threads:
-        thread.start()
+    try:
+        for thread in threads:
+            thread.start()
+    except (RuntimeError, MemoryError, OSError) as error:
+        _exit_out_of_resources(pack_name(members), error)
     for thread in threads:
         thread.join()
+
+
+def _exit_out_of_resources(name: str, error: BaseException) -> NoReturn:
+    """A thread the system refused: one line on stderr and the process ends, as a fork's would.
+
+    Under fork ``ForkedProcess`` says it the same way; under spawn and
+    forkserver ``multiprocessing`` would print a traceback. The agents
+    already started end with the process: the runner reports each one's
+    death. Anything but running out of something is a bug, and raises.
+    """
+    why = out_of_resources(error)
+    if why is None:
+        raise error
+    with contextlib.suppress(Exception):  # stderr closed or gone
+        print(f"Process {name}: {why}", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def _agent_main(

@@ -70,7 +70,7 @@ from mpmarket.run.messages import (
     Trace,
     decode,
 )
-from mpmarket.run.plan import Member, pack_agents
+from mpmarket.run.plan import Member, pack_agents, pack_name
 
 __all__ = ["SERVER_DEATH_GRACE", "AgentFleet", "AgentState", "how_it_ended", "server_died"]
 
@@ -147,7 +147,7 @@ class AgentFleet:
         for members in packs:
             self.interrupts.check()
             args = (members, address, authkey, self.market, self.trace)
-            reader, process = self._start_process(_pack_name(members), process_main, args)
+            reader, process = self._start_process(pack_name(members), process_main, args)
             self._track(reader, process, members)
 
     def _fork_batch(self, packs: list[list[Member]], address: Address, authkey: bytes) -> None:
@@ -167,7 +167,7 @@ class AgentFleet:
                 writers.append(writer)
                 args = (members, address, authkey, self.market, self.trace)
                 extra = (writer, self._start, self._stop, os.getpid())
-                processes.append(ForkedProcess(process_main, _pack_name(members), args + extra))
+                processes.append(ForkedProcess(process_main, pack_name(members), args + extra))
             started, error = fork_batch(processes, [writer.fileno() for writer in writers])
         except OSError as no_pipe:  # out of files
             error = no_pipe
@@ -180,7 +180,7 @@ class AgentFleet:
             else:
                 reader.close()
         if error is not None:
-            raise spawn_error(f"agent {_pack_name(packs[started])}", error, self._files) from error
+            raise spawn_error(f"agent {pack_name(packs[started])}", error, self._files) from error
 
     def spawn_process(
         self, name: str, target: Callable[..., object], args: tuple[Any, ...], role: str
@@ -429,12 +429,6 @@ class AgentFleet:
             for agent, message in received:
                 if isinstance(message, Order):
                     on_order(agent, message.products)
-
-
-def _pack_name(members: list[Member]) -> str:
-    """An agent process's name: its agent's, or its first and last agents' (``a..b``)."""
-    first, last = members[0][1].name, members[-1][1].name
-    return first if len(members) == 1 else f"{first}..{last}"
 
 
 def how_it_ended(process: ChildProcess | None) -> str:

@@ -11,7 +11,14 @@ from dataclasses import replace
 
 from mpmarket.core.workload import ConsumerSpec, ProducerSpec, Workload
 
-__all__ = ["STALL_FLOOR_S", "Member", "default_stall_timeout", "pack_agents", "pick_agents"]
+__all__ = [
+    "STALL_FLOOR_S",
+    "Member",
+    "default_stall_timeout",
+    "pack_agents",
+    "pack_name",
+    "pick_agents",
+]
 
 # A run is stalled when no consumer made progress for this long, unless the
 # workload's own times call for more (see default_stall_timeout).
@@ -85,3 +92,9 @@ def pack_agents(workload: Workload, agents_per_process: int) -> list[list[Member
         for first in range(0, len(specs), agents_per_process):
             packs.append([(role, spec) for spec in specs[first : first + agents_per_process]])
     return packs
+
+
+def pack_name(members: list[Member]) -> str:
+    """An agent process's name: its agent's, or its first and last agents' (``a..b``)."""
+    first, last = members[0][1].name, members[-1][1].name
+    return first if len(members) == 1 else f"{first}..{last}"

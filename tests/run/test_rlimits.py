@@ -130,10 +130,18 @@ def test_out_of_files_while_the_agents_are_forked_stops_the_run_in_order(tmp_pat
         run.assert_nothing_left()
 
 
-def test_an_agent_process_that_cannot_start_its_threads_says_so_in_one_line(tmp_path):
-    """An address-space limit (``ulimit -v``): ten threads of 8 MiB stacks do not fit."""
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_an_agent_process_that_cannot_start_its_threads_says_so_in_one_line(
+    tmp_path, start_method
+):
+    """An address-space limit (``ulimit -v``): ten threads of 8 MiB stacks do not fit.
+
+    Under every start method: under spawn and forkserver ``multiprocessing``
+    itself would print the thread's traceback.
+    """
     report = tmp_path / "r.json"
     args = ["run", "-p", "5", "-c", "20", "--sessions", "3", "-q", "--agents-per-process", "10"]
+    args += ["--start-method", start_method]
     preexec = _limit(resource.RLIMIT_AS, 100 << 20, resource.RLIM_INFINITY)
     with running(*args, "--json", str(report), preexec=preexec) as run:
         stderr = _finish(run)
