@@ -10,9 +10,11 @@ process cannot start (an address-space limit): one line, no traceback. Out
 of files as the reports are written: the one not written is named in one
 line (printing it needs no module that was not loaded yet).
 
-RLIMIT_NPROC (a fork that fails with EAGAIN) does not apply to root, and the
-suite may run as root: ``limits.spawn_error`` says it like the others (see
-docs/reliability.md).
+A fork refused (EAGAIN): RLIMIT_NPROC does not apply to root, and the
+suite may run as root, so the run is put in a pids cgroup of the test's own
+whose ``pids.max`` it reaches mid-spawn (skipped without root or the cgroup
+v1 pids controller): the agents started are stopped, one line names the
+agent that could not start.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import resource
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -131,9 +133,7 @@ def test_out_of_files_while_the_agents_are_forked_stops_the_run_in_order(tmp_pat
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
-def test_an_agent_process_that_cannot_start_its_threads_says_so_in_one_line(
-    tmp_path, start_method
-):
+def test_an_agent_process_that_cannot_start_its_threads_says_so_in_one_line(tmp_path, start_method):
     """An address-space limit (``ulimit -v``): ten threads of 8 MiB stacks do not fit.
 
     Under every start method: under spawn and forkserver ``multiprocessing``
@@ -190,4 +190,51 @@ def test_out_of_files_as_the_reports_are_written_names_the_one_not_written(tmp_p
         else:
             assert f"cannot write {fifo}: Too many open files" in stderr, stderr
         assert not html.exists()
+        run.assert_nothing_left()
+
+
+PIDS_CGROUPS = Path("/sys/fs/cgroup/pids")  # the cgroup v1 pids controller, where mounted
+
+
+@pytest.fixture
+def pids_cgroup() -> Iterator[Path]:
+    """A pids cgroup of this test's own: a real process limit even for root.
+
+    RLIMIT_NPROC does not hold root back; a cgroup's ``pids.max`` holds
+    everyone (and counts threads). Removed at the end, once emptied.
+    """
+    if os.geteuid() != 0 or not (PIDS_CGROUPS / "cgroup.procs").exists():
+        pytest.skip("needs root and the cgroup v1 pids controller")
+    group = PIDS_CGROUPS / f"mpmarket-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        group.mkdir()
+    except OSError as error:
+        pytest.skip(f"cannot make a pids cgroup here: {error}")
+    try:
+        yield group
+    finally:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                group.rmdir()
+                break
+            except OSError:  # its last processes are still being reaped
+                time.sleep(0.05)
+
+
+def test_out_of_processes_while_the_agents_are_forked_stops_the_run_in_order(tmp_path, pids_cgroup):
+    """A cgroup's pids.max reached mid-spawn: the fork fails (EAGAIN), one line names the agent."""
+    (pids_cgroup / "pids.max").write_text("16")
+    report = tmp_path / "r.json"
+
+    def join_the_cgroup() -> None:
+        (pids_cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    with running(*MANY_AGENTS, "--json", str(report), preexec=join_the_cgroup) as run:
+        stderr = _finish(run)
+        assert run.process.returncode == 1, stderr
+        line = _assert_one_line(stderr, "cannot start agent ", "too many processes", "pids.max")
+        document = _report(report, 1)
+        assert document["failures"] == [line.removeprefix("mpmarket: error: ")]
+        assert 1 < len(run.seen) < 80  # some agents started, and were stopped
         run.assert_nothing_left()
