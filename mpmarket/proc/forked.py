@@ -24,6 +24,7 @@ joins it (``run()`` does, whatever happens). Spawn and forkserver keep
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NoReturn
 
 from mpmarket.proc.interrupts import blocked
 from mpmarket.proc.lifeline import ChildProcess
@@ -70,8 +71,7 @@ class ForkedProcess:
             os.close(write_end)
             raise
         if pid == 0:
-            os.close(read_end)
-            os._exit(self._run_child())
+            _child(self, lambda: os.close(read_end))
         os.close(write_end)
         self._started(pid, read_end)
 
@@ -183,8 +183,7 @@ def fork_batch(
                 failed = no_fork
                 break
             if pid == 0:
-                _leave_batch(index, sentinels, kept)
-                os._exit(process._run_child())
+                _child(process, functools.partial(_leave_batch, index, sentinels, kept))
             pids.append(pid)
     for index, (read_end, write_end) in enumerate(sentinels):
         os.close(write_end)
@@ -193,6 +192,22 @@ def fork_batch(
         else:
             os.close(read_end)
     return len(pids), failed
+
+
+def _child(process: ForkedProcess, leave: Callable[[], None]) -> NoReturn:
+    """In the child: ``leave()`` (close the parent's files), run, end; never return.
+
+    An exception out of here would unwind into the parent's code, in the
+    child: the rest of the fork loop, a run's shutdown and report, a second
+    exit. Printing the child's last words can raise (stderr a broken pipe),
+    and so can closing a file: whatever happens, the child ends here.
+    """
+    code = 1
+    try:
+        leave()
+        code = process._run_child()
+    finally:
+        os._exit(code)
 
 
 def _leave_batch(index: int, sentinels: list[tuple[int, int]], kept: Sequence[int]) -> None:
