@@ -189,7 +189,9 @@ class AgentFleet:
 
         ``target`` is top level and picklable, as ``agent.process_main`` is,
         and speaks the messages on ``channel`` as slot 0: Ready, then a last
-        word (Result or Failed for a benchmark process).
+        word (Result or Failed for a benchmark process). It starts with the
+        stop signals held back (``forked.start_child``): it lets them in with
+        ``interrupts.child_signals()``.
         """
         reader, process = self._start_process(name, target, args)
         agent = AgentState(name, role, process)
