@@ -162,6 +162,11 @@ def fork_batch(
     320 agents spent 1.4 ms of CPU a fork where a bare loop of forks costs
     0.67 ms and 36 pages (measured with ``getrusage``, docs/performance.md);
     here everything is made before the loop, which does little but fork.
+
+    The stop signals are held back until every child forked is recorded
+    (``pid``, ``sentinel``): a KeyboardInterrupt (Python's own handler, when
+    no ``Interrupts`` is installed) cannot leave a child nobody knows of.
+    Even if the batch raises, the children forked have their ``pid`` set.
     """
     sentinels: list[tuple[int, int]] = []
     try:
@@ -175,22 +180,24 @@ def fork_batch(
     _flush_std_streams()
     pids: list[int] = []
     failed: OSError | None = None
-    with blocked():
-        for index, process in enumerate(processes):
-            try:
-                pid = os.fork()
-            except OSError as no_fork:  # EAGAIN (too many processes), ENOMEM
-                failed = no_fork
-                break
-            if pid == 0:
-                _child(process, functools.partial(_leave_batch, index, sentinels, kept))
-            pids.append(pid)
-    for index, (read_end, write_end) in enumerate(sentinels):
-        os.close(write_end)
-        if index < len(pids):
-            processes[index]._started(pids[index], read_end)
-        else:
-            os.close(read_end)
+    with blocked():  # let in only once every child forked is recorded: a stop may raise
+        try:
+            for index, process in enumerate(processes):
+                try:
+                    pid = os.fork()
+                except OSError as no_fork:  # EAGAIN (too many processes), ENOMEM
+                    failed = no_fork
+                    break
+                if pid == 0:
+                    _child(process, functools.partial(_leave_batch, index, sentinels, kept))
+                pids.append(pid)
+        finally:  # whatever raised in the loop (a signal's handler on another thread's)
+            for index, (read_end, write_end) in enumerate(sentinels):
+                os.close(write_end)
+                if index < len(pids):
+                    processes[index]._started(pids[index], read_end)
+                else:
+                    os.close(read_end)
     return len(pids), failed
 
 
