@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from mpmarket.net.classic import ClassicManager, ClassicProxy, connect_classic, 
 from mpmarket.net.client import ATTACH_TIMEOUT, MarketProxy, connect
 from mpmarket.net.server import MarketManager, new_authkey, start_server
 from mpmarket.net.wire import Address
+from mpmarket.proc.interrupts import child_signals
 from mpmarket.proc.lifeline import PARENT_CHECK_INTERVAL, STOP_GRACE, Lifeline
 from mpmarket.run.fleet import AgentFleet
 from mpmarket.run.messages import Died, Failed, Ready, Result, encode
@@ -91,7 +91,9 @@ def _worker_main(
     processes by closing the market (``on_stop``).
     """
     global _lifeline
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # The parent handles Ctrl-C and SIGHUP; SIGTERM ends this process. Started
+    # with them held back (forked.start_child): let them in, or SIGTERM never comes.
+    child_signals()
     lifeline = _lifeline = Lifeline(run_pid)
 
     def ready() -> None:

@@ -24,6 +24,7 @@ joins it (``run()`` does, whatever happens). Spawn and forkserver keep
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing import connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NoReturn
 
 from mpmarket.proc.interrupts import blocked
 from mpmarket.proc.lifeline import ChildProcess
@@ -70,8 +71,7 @@ class ForkedProcess:
             os.close(write_end)
             raise
         if pid == 0:
-            os.close(read_end)
-            os._exit(self._run_child())
+            _child(self, lambda: os.close(read_end))
         os.close(write_end)
         self._started(pid, read_end)
 
@@ -162,6 +162,11 @@ def fork_batch(
     320 agents spent 1.4 ms of CPU a fork where a bare loop of forks costs
     0.67 ms and 36 pages (measured with ``getrusage``, docs/performance.md);
     here everything is made before the loop, which does little but fork.
+
+    The stop signals are held back until every child forked is recorded
+    (``pid``, ``sentinel``): a KeyboardInterrupt (Python's own handler, when
+    no ``Interrupts`` is installed) cannot leave a child nobody knows of.
+    Even if the batch raises, the children forked have their ``pid`` set.
     """
     sentinels: list[tuple[int, int]] = []
     try:
@@ -175,24 +180,41 @@ def fork_batch(
     _flush_std_streams()
     pids: list[int] = []
     failed: OSError | None = None
-    with blocked():
-        for index, process in enumerate(processes):
-            try:
-                pid = os.fork()
-            except OSError as no_fork:  # EAGAIN (too many processes), ENOMEM
-                failed = no_fork
-                break
-            if pid == 0:
-                _leave_batch(index, sentinels, kept)
-                os._exit(process._run_child())
-            pids.append(pid)
-    for index, (read_end, write_end) in enumerate(sentinels):
-        os.close(write_end)
-        if index < len(pids):
-            processes[index]._started(pids[index], read_end)
-        else:
-            os.close(read_end)
+    with blocked():  # let in only once every child forked is recorded: a stop may raise
+        try:
+            for index, process in enumerate(processes):
+                try:
+                    pid = os.fork()
+                except OSError as no_fork:  # EAGAIN (too many processes), ENOMEM
+                    failed = no_fork
+                    break
+                if pid == 0:
+                    _child(process, functools.partial(_leave_batch, index, sentinels, kept))
+                pids.append(pid)
+        finally:  # whatever raised in the loop (a signal's handler on another thread's)
+            for index, (read_end, write_end) in enumerate(sentinels):
+                os.close(write_end)
+                if index < len(pids):
+                    processes[index]._started(pids[index], read_end)
+                else:
+                    os.close(read_end)
     return len(pids), failed
+
+
+def _child(process: ForkedProcess, leave: Callable[[], None]) -> NoReturn:
+    """In the child: ``leave()`` (close the parent's files), run, end; never return.
+
+    An exception out of here would unwind into the parent's code, in the
+    child: the rest of the fork loop, a run's shutdown and report, a second
+    exit. Printing the child's last words can raise (stderr a broken pipe),
+    and so can closing a file: whatever happens, the child ends here.
+    """
+    code = 1
+    try:
+        leave()
+        code = process._run_child()
+    finally:
+        os._exit(code)
 
 
 def _leave_batch(index: int, sentinels: list[tuple[int, int]], kept: Sequence[int]) -> None:

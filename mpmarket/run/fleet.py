@@ -45,7 +45,7 @@ from mpmarket.net.client import ATTACH_TIMEOUT
 from mpmarket.net.wire import Address
 from mpmarket.proc.flag import ProcessFlag
 from mpmarket.proc.forked import ForkedProcess, fork_batch, start_child
-from mpmarket.proc.interrupts import Interrupts
+from mpmarket.proc.interrupts import Interrupts, blocked
 from mpmarket.proc.lifeline import (
     STOP_GRACE,
     TERMINATE_GRACE,
@@ -147,38 +147,42 @@ class AgentFleet:
         for members in packs:
             self.interrupts.check()
             args = (members, address, authkey, self.market, self.trace)
-            reader, process = self._start_process(pack_name(members), process_main, args)
-            self._track(reader, process, members)
+            with blocked():  # a stop is let in once the process is tracked
+                reader, process = self._start_process(pack_name(members), process_main, args)
+                self._track(reader, process, members)
 
     def _fork_batch(self, packs: list[list[Member]], address: Address, authkey: bytes) -> None:
         """Fork a process for each pack in one tight loop (``forked.fork_batch``).
 
         ResourceLimitError, naming the agent, if the system refuses a pipe
-        or a fork; the processes forked before it are tracked.
+        or a fork; the processes forked before it are tracked, and so they
+        are whatever else raises (a KeyboardInterrupt: Python's own handler).
         """
         readers: list[connection.Connection] = []
         writers: list[connection.Connection] = []
         processes: list[ForkedProcess] = []
         started, error = 0, None
-        try:
-            for members in packs:
-                reader, writer = self.ctx.Pipe(duplex=False)
-                readers.append(reader)
-                writers.append(writer)
-                args = (members, address, authkey, self.market, self.trace)
-                extra = (writer, self._start, self._stop, os.getpid())
-                processes.append(ForkedProcess(process_main, pack_name(members), args + extra))
-            started, error = fork_batch(processes, [writer.fileno() for writer in writers])
-        except OSError as no_pipe:  # out of files
-            error = no_pipe
-        finally:
-            for writer in writers:
-                writer.close()
-        for index, reader in enumerate(readers):
-            if index < started:
-                self._track(reader, processes[index], packs[index])
-            else:
-                reader.close()
+        # A stop is let in once every process forked is tracked, whatever raised.
+        with blocked():
+            try:
+                for members in packs:
+                    reader, writer = self.ctx.Pipe(duplex=False)
+                    readers.append(reader)
+                    writers.append(writer)
+                    args = (members, address, authkey, self.market, self.trace)
+                    extra = (writer, self._start, self._stop, os.getpid())
+                    processes.append(ForkedProcess(process_main, pack_name(members), args + extra))
+                started, error = fork_batch(processes, [writer.fileno() for writer in writers])
+            except OSError as no_pipe:  # out of files
+                error = no_pipe
+            finally:
+                for writer in writers:
+                    writer.close()
+                for index, reader in enumerate(readers):
+                    if index < len(processes) and processes[index].pid is not None:
+                        self._track(reader, processes[index], packs[index])
+                    else:
+                        reader.close()
         if error is not None:
             raise spawn_error(f"agent {pack_name(packs[started])}", error, self._files) from error
 
@@ -189,13 +193,16 @@ class AgentFleet:
 
         ``target`` is top level and picklable, as ``agent.process_main`` is,
         and speaks the messages on ``channel`` as slot 0: Ready, then a last
-        word (Result or Failed for a benchmark process).
+        word (Result or Failed for a benchmark process). It starts with the
+        stop signals held back (``forked.start_child``): it lets them in with
+        ``interrupts.child_signals()``.
         """
-        reader, process = self._start_process(name, target, args)
-        agent = AgentState(name, role, process)
-        self.agents.append(agent)
-        self._by_channel[reader] = [agent]
-        self._waits.add(reader)
+        with blocked():  # a stop is let in once the process is tracked
+            reader, process = self._start_process(name, target, args)
+            agent = AgentState(name, role, process)
+            self.agents.append(agent)
+            self._by_channel[reader] = [agent]
+            self._waits.add(reader)
         return agent
 
     def _start_process(

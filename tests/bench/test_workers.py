@@ -137,3 +137,26 @@ def test_a_killed_benchmark_leaves_no_process_behind(start_method, moment):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(benchmark.pid, signal.SIGKILL)
         benchmark.communicate(timeout=WAIT)
+
+
+def _wait_after_ready(ready: Callable[[], None]) -> None:
+    ready()
+    time.sleep(WAIT)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
+def test_a_benchmark_process_dies_of_sigterm_as_an_agent_does(start_method):
+    """Started with the stop signals held back, it lets them in once it set its own.
+
+    Held back for good, SIGTERM (a supervisor, the fleet's terminate) waited
+    in vain and only SIGKILL ended the process.
+    """
+    with _Fleet(multiprocessing.get_context(start_method)) as bench_fleet:
+        bench_fleet.spawn("bench-0", _wait_after_ready)
+        bench_fleet.wait_ready(WAIT)
+        (process,) = bench_fleet.fleet.processes()
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGTERM)
+        with pytest.raises(RunError, match="bench-0 died"):
+            bench_fleet.results(WAIT)
+        assert process.exitcode == -signal.SIGTERM

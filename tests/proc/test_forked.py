@@ -247,3 +247,33 @@ def test_a_batch_out_of_files_starts_nothing_and_leaks_nothing():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.split() == ["0", "True", "0"], result.stderr
+
+
+@pytest.mark.parametrize("start", ["child.start()", "fork_batch([child], [])"])
+@pytest.mark.parametrize("target", ["_fail, 'agent-0', ()", "_exit_with, 'agent-0', ('why',)"])
+def test_a_child_never_returns_into_its_parents_code(start, target):
+    """Whatever the child's last words cost (here stderr is a broken pipe), it ends there.
+
+    A child that raised out of its fork would run on in its parent's code:
+    the rest of the caller, a run's shutdown, its report, a second exit.
+    """
+    script = (
+        "import os, sys\n"
+        "from mpmarket.proc.forked import ForkedProcess, fork_batch\n"
+        "from tests.proc.test_forked import _exit_with, _fail\n"
+        "read, write = os.pipe(); os.close(read); os.dup2(write, 2)\n"  # nobody reads stderr
+        "sys.stderr = open(2, 'w', buffering=1)\n"
+        f"child = ForkedProcess({target})\n"
+        "try:\n"
+        f"    {start}\n"
+        "finally:\n"
+        "    print('after the fork in', os.getpid(), flush=True)\n"
+        "child.join(30)\n"
+        "print('exit', child.exitcode, flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    lines = result.stdout.splitlines()
+    assert lines[-1:] == ["exit 1"], result.stdout
+    assert len([line for line in lines if line.startswith("after the fork")]) == 1, lines

@@ -363,3 +363,62 @@ def test_serve_stops_on_a_hang_up_and_on_two_ctrl_c(tmp_path, signum, again):
         stderr = run.stop_with(signum, again=again)
         assert run.process.returncode == 0, stderr
         assert "Traceback" not in stderr
+
+
+IN_PROCESS_RUN = """
+import gc, multiprocessing, os, sys, psutil
+from mpmarket.core.generate import generate
+from mpmarket.run.local import LocalRun
+
+per_process, start_method = int(sys.argv[1]), sys.argv[2]
+multiprocessing.get_context(start_method).Lock()  # multiprocessing's helpers, if any, first
+files = len(os.listdir("/proc/self/fd"))
+helpers = set(psutil.Process().children())
+run = LocalRun(generate(60, 200), agents_per_process=per_process, start_method=start_method)
+report = run.run()
+del run
+multiprocessing.active_children()  # multiprocessing forgets the ended: its files go with them
+gc.collect()
+left = set(psutil.Process().children()) - helpers  # a zombie too: run() joins every child
+print(report.interrupted, len(left), len(os.listdir("/proc/self/fd")) - files)
+"""
+
+
+@pytest.mark.parametrize(("start_method", "per_process"), [("fork", 1), ("fork", 3), ("spawn", 1)])
+def test_python_s_own_ctrl_c_while_an_in_process_run_forks_leaves_nothing(
+    start_method, per_process
+):
+    """No Interrupts installed (LocalRun in a program of one's own): KeyboardInterrupt anywhere.
+
+    A Ctrl-C held back while a batch forks is raised the moment it is let in:
+    every process forked by then is tracked and stopped, none left (not even
+    a zombie), no descriptor kept.
+    """
+    program = subprocess.Popen(
+        [sys.executable, "-c", IN_PROCESS_RUN, str(per_process), start_method],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    seen: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.monotonic() + CLI_TIMEOUT_S
+        while len(seen) < 20 and program.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(program.pid).children():
+                    seen.setdefault(child.pid, child)
+            time.sleep(0.002)
+        assert len(seen) >= 20, program.stderr.read() if program.poll() is not None else ""
+        program.send_signal(signal.SIGINT)
+        stdout, stderr = program.communicate(timeout=CLI_TIMEOUT_S)
+        assert stdout.split() == ["True", "0", "0"], stderr
+        _gone, alive = psutil.wait_procs(list(seen.values()), timeout=10)
+        assert alive == []
+    finally:
+        for child in seen.values():
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(program.pid, signal.SIGKILL)
+        program.communicate(timeout=10)
