@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -105,8 +106,41 @@ def main() -> None:
         sys.exit(code)
 
 
+# click's shell completion: ``eval "$(_MPMARKET_COMPLETE=bash_source mpmarket)"``.
+COMPLETE_ENV_VAR = "_MPMARKET_COMPLETE"
+_COMPLETION_SHELLS = ("bash", "zsh", "fish")  # click's own
+
+
+def _completion_error() -> str | None:
+    """What is wrong with $_MPMARKET_COMPLETE; None when it is unset, empty or click's to act on.
+
+    click takes ``SHELL_source`` (print the script) and ``SHELL_complete``
+    (what the script asks while completing), and exits 1 without a word on
+    anything else: a typo in a shell's start-up file went unexplained.
+    """
+    value = os.environ.get(COMPLETE_ENV_VAR)
+    if not value:
+        return None
+    shell, _, action = value.partition("_")
+    if action in ("source", "complete"):
+        from click.shell_completion import get_completion_class  # only when completing
+
+        if get_completion_class(shell) is not None:
+            return None
+    from mpmarket.proc.context import shown_value  # only on the way out: it loads multiprocessing
+
+    return (
+        f"${COMPLETE_ENV_VAR}: expected SHELL_source (or SHELL_complete) with SHELL one of "
+        f"{', '.join(_COMPLETION_SHELLS)}, got {shown_value(value)} (docs/usage.md)"
+    )
+
+
 def _invoke() -> int:
     """Run the command line; its exit code."""
+    completion_error = _completion_error()
+    if completion_error is not None:
+        _print_error(completion_error)
+        return ExitCode.USAGE
     try:
         result = cli.main(prog_name="mpmarket", standalone_mode=False)
         return result if isinstance(result, int) else ExitCode.OK

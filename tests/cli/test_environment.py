@@ -275,6 +275,39 @@ def test_the_library_names_a_bad_start_method_too(monkeypatch):
     assert process_context("spawn").get_start_method() == "spawn"  # given: not read
 
 
+# -- _MPMARKET_COMPLETE (click's shell completion) -------------------------------------
+
+BAD_COMPLETIONS = {
+    "a typo": (b"zsh_sourc", "'zsh_sourc'"),
+    "no action": (b"bash", "'bash'"),
+    "a shell click has not": (b"tcsh_source", "'tcsh_source'"),
+    "not UTF-8": (b"bash_source\xff", "b'bash_source\\xff' (not UTF-8)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COMPLETIONS))
+def test_a_bad_completion_instruction_is_one_line_and_exit_2(tmp_path, case):
+    """click exits 1 without a word on these; a shell's start-up file would hide the typo."""
+    value, shown = BAD_COMPLETIONS[case]
+    result = _mpmarket("run", "-q", env=_env(tmp_path, _MPMARKET_COMPLETE=value))
+    line = _one_line(result)
+    assert "$_MPMARKET_COMPLETE: expected SHELL_source (or SHELL_complete)" in line
+    assert f"got {shown}" in line
+    assert result.stdout == ""  # refused before anything ran
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_each_completion_script_and_a_completion_still_work(tmp_path, shell):
+    script = _mpmarket(env=_env(tmp_path, _MPMARKET_COMPLETE=f"{shell}_source"))
+    assert script.returncode == 0 and "_MPMARKET_COMPLETE" in script.stdout, script.stderr
+    env = _env(tmp_path, _MPMARKET_COMPLETE="bash_complete", COMP_WORDS="mpmarket ru")
+    env[b"COMP_CWORD"] = b"1"
+    completed = _mpmarket(env=env)
+    assert completed.returncode == 0, completed.stderr
+    assert "plain,run" in completed.stdout.splitlines()  # click's bash answer: type,value
+    assert _mpmarket("--version", env=_env(tmp_path, _MPMARKET_COMPLETE="")).returncode == 0
+
+
 # -- MPMARKET_STRESS_SECONDS ----------------------------------------------------------
 
 BAD_SECONDS = [b"abc", b"nan", b"inf", b"-1", b"0", b"1e400", b"\xff", b"10s"]
