@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from mpmarket.bench.results import BenchResult, Case, parse_sizes
@@ -22,6 +21,7 @@ from mpmarket.cli.exitcodes import ExitCode, fail
 from mpmarket.cli.output import write_file
 from mpmarket.errors import MarketUnavailableError, MpmarketError, WorkloadError
 from mpmarket.proc.interrupts import Interrupts
+from mpmarket.view.console import new_console
 
 __all__ = ["FIGURES", "cli_designs", "design_names", "format_result"]
 
@@ -125,7 +125,7 @@ def format_result(result: BenchResult) -> Table:
 
 def _execute(json_path: Path | None, call: Callable[[Callable[[str], None]], Any]) -> None:
     """Run one benchmark, print its table, write its JSON, exit with its code."""
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
 
     def progress(message: str) -> None:
         console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)

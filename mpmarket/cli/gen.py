@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
 from mpmarket.cli.options import FiniteFloat
 from mpmarket.cli.output import echo
 from mpmarket.core.dump import dump_course_json, dump_toml
 from mpmarket.core.generate import generate
+from mpmarket.view.console import new_console
 
 __all__ = ["gen"]
 
@@ -128,8 +128,8 @@ def gen(
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as error:
-        fail(Console(stderr=True), f"{output}: cannot write: {error.strerror}", ExitCode.USAGE)
-    Console(stderr=True).print(
+        fail(new_console(stderr=True), f"{output}: cannot write: {error.strerror}", ExitCode.USAGE)
+    new_console(stderr=True).print(
         f"wrote {output}: {producers} producers, {consumers} consumers, "
         f"{workload.products_to_buy} products to buy",
         highlight=False,

@@ -191,6 +191,6 @@ def _print_error(message: str) -> None:
 
 def _stderr() -> Console:
     """A rich console on stderr, imported only on the way out."""
-    from rich.console import Console
+    from mpmarket.view.console import new_console
 
-    return Console(stderr=True)
+    return new_console(stderr=True)

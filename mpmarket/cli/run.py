@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from mpmarket.cli.common import (
     PrintingObserver,
@@ -45,6 +44,7 @@ from mpmarket.net.wire import Address
 from mpmarket.run.local import LocalRun
 from mpmarket.run.plan import pick_agents
 from mpmarket.run.settings import RunOptionsError, check_run_options, workload_from_options
+from mpmarket.view.console import new_console
 from mpmarket.view.summary import format_agents, format_summary, report_to_json
 
 __all__ = ["run"]
@@ -163,7 +163,7 @@ def run(
       mpmarket run market.toml --connect 10.0.0.5:7151 --authkey-file key --only consumers --close-market
     """
     started_at = time.perf_counter()
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     names = (
         tuple(name.strip() for name in agent_names.split(",") if name.strip())
         if agent_names

@@ -36,6 +36,7 @@ from mpmarket.net.wire import (
     is_loopback,
 )
 from mpmarket.proc.interrupts import Interrupts
+from mpmarket.view.console import new_console
 from mpmarket.view.status import format_serve_line, format_serve_summary, format_serve_view
 
 __all__ = ["serve"]
@@ -126,7 +127,7 @@ def serve(
       mpmarket serve --listen 0.0.0.0:7151 --authkey-file ~/.mpmarket-key --queue-size 8
       mpmarket serve --listen 0.0.0.0:7151 --authkey-file key --tls-cert cert.pem --tls-key key.pem
     """
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     host = listen[0]
     try:
         require_explicit_key(

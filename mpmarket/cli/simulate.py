@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
 from mpmarket.cli.options import workload_options
@@ -14,6 +13,7 @@ from mpmarket.cli.output import echo
 from mpmarket.core.simulate import simulate
 from mpmarket.errors import WorkloadError
 from mpmarket.run.settings import RunOptionsError, workload_from_options
+from mpmarket.view.console import new_console
 from mpmarket.view.summary import format_simulation
 
 __all__ = ["simulate_command"]
@@ -47,7 +47,7 @@ def simulate_command(
       mpmarket simulate configs/busy-market.toml --poll
       mpmarket simulate --producers 16 --consumers 32 --seed 3
     """
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     try:
         workload = workload_from_options(config, producers, consumers, sessions, seed, queue_size)
     except RunOptionsError as error:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from mpmarket.cli.common import load_key
 from mpmarket.cli.exitcodes import EPILOG, ExitCode, fail
@@ -23,6 +22,7 @@ from mpmarket.cli.output import echo
 from mpmarket.errors import MarketUnavailableError
 from mpmarket.net.client import connect as attach
 from mpmarket.net.wire import Address, format_address
+from mpmarket.view.console import new_console
 from mpmarket.view.status import format_status, status_to_json
 
 __all__ = ["status"]
@@ -57,7 +57,7 @@ def status(
       mpmarket status
       mpmarket status --connect 10.0.0.5:7151 --authkey-file key --json
     """
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     key = load_key(console, authkey_file)
     use_tls_ca(console, connect, tls_ca)
     try:
@@ -72,4 +72,4 @@ def status(
     if as_json:
         echo(json.dumps(status_to_json(address, snapshot, agents, problems), indent=2))
     else:
-        Console().print(format_status(address, snapshot, agents))
+        new_console().print(format_status(address, snapshot, agents))

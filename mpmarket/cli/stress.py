@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from mpmarket.cli.common import (
     PrintingObserver,
@@ -28,6 +27,7 @@ from mpmarket.cli.options import (
 from mpmarket.cli.output import StdoutLostError, echo
 from mpmarket.errors import WorkloadError
 from mpmarket.run.stress import plan_stress, run_stress, stress_verdict
+from mpmarket.view.console import new_console
 from mpmarket.view.summary import format_summary, report_to_json
 
 __all__ = ["stress"]
@@ -113,7 +113,7 @@ def stress(
       MPMARKET_STRESS_SECONDS=600 mpmarket stress --json stress.json --html stress.html
     """
     started_at = time.perf_counter()
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     report_on_stdout = check_report_paths(json_path, html_path)  # issue 17: "-" is stdout
     try:
         plan = plan_stress(

@@ -38,6 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mpmarket.run.timeline import Sample, Timeline
+from mpmarket.view.console import new_console
 from mpmarket.view.results import ResultLines, stdout_shares_the_view
 
 __all__ = [
@@ -326,7 +327,7 @@ class LiveView:
     the same terminal, and go untouched to stdout when it is a pipe, a file
     or another terminal.
 
-    The default console is ``Console(stderr=True)``, which honours
+    The default console is ``new_console(stderr=True)``, which honours
     ``NO_COLOR`` (and ``FORCE_COLOR``, ``TERM=dumb``) from the environment.
     """
 
@@ -341,7 +342,7 @@ class LiveView:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.quiet = quiet
-        self.console = console if console is not None else Console(stderr=True)
+        self.console = console if console is not None else new_console(stderr=True)
         self.transient = transient
         self.refresh_s = REFRESH_S if refresh_s is None else refresh_s
         self.plain_interval_s = (
