@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,9 +13,10 @@ from mpmarket.net.server import ServedMarket, new_authkey
 from tests.net.test_safe_pickle import _RogueServer
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[ServedMarket, bytes]]:
-    market = Marketplace(3)
+@contextlib.contextmanager
+def serving_market(queue_size: int) -> Iterator[tuple[ServedMarket, bytes]]:
+    """A market of ``queue_size`` served on loopback, and its key; closed at the end."""
+    market = Marketplace(queue_size)
     authkey = new_authkey()
     serving = ServedMarket(market, ("127.0.0.1", 0), authkey)
     serving.start()
@@ -22,6 +24,12 @@ def served() -> Iterator[tuple[ServedMarket, bytes]]:
         yield serving, authkey
     finally:
         market.close()
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[ServedMarket, bytes]]:
+    with serving_market(3) as served:
+        yield served
 
 
 @pytest.fixture

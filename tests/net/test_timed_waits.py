@@ -20,9 +20,9 @@ import pytest
 
 from mpmarket.core.market import Marketplace
 from mpmarket.net.client import connect
-from mpmarket.net.server import ServedMarket, new_authkey
 from mpmarket.net.timing import TIMER_SLACK_NS, PreciseSelect, precise_timers
 from mpmarket.products import Tea
+from tests.net.conftest import serving_market
 
 LINDEN = Tea("Linden", 9, "Herbal")
 MINT = Tea("Mint", 4, "Herbal")
@@ -33,14 +33,9 @@ TIMEOUTS = (0.0001, 0.0005, 0.001, 0.0015, 0.005)
 
 @pytest.fixture
 def served():
-    market = Marketplace(1)
-    authkey = new_authkey()
-    serving = ServedMarket(market, ("127.0.0.1", 0), authkey)
-    serving.start()
-    try:
-        yield serving, authkey
-    finally:
-        market.close()
+    """A queue of one (the conftest's has three): the tests fill it with one publish."""
+    with serving_market(1) as served:
+        yield served
 
 
 def _no_waiters(market: Marketplace) -> bool:

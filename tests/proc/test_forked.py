@@ -38,6 +38,13 @@ def _write(path: str, text: str) -> None:
         file.write(text)
 
 
+def _python(script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -c script`` in a process of its own, bounded; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
 @pytest.fixture
 def children() -> Iterator[list[ForkedProcess]]:
     """Processes a test starts; killed and reaped whatever the test does."""
@@ -170,14 +177,8 @@ def test_output_the_parent_buffered_before_the_fork_is_written_once():
         "print('exit', child.exitcode)\n"
     )
     buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=buffered,
-    )
+    done = _python(script, env=buffered)
+    assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["written before the fork", "written by the child", "exit 0"]
 
 
@@ -243,9 +244,7 @@ def test_a_batch_out_of_files_starts_nothing_and_leaks_nothing():
         "started, error = fork_batch(batch, [])\n"
         "print(started, error.errno == 24, len(os.listdir('/proc/self/fd')) - 1 - held)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    )
+    result = _python(script)
     assert result.stdout.split() == ["0", "True", "0"], result.stderr
 
 
@@ -271,9 +270,7 @@ def test_a_child_never_returns_into_its_parents_code(start, target):
         "child.join(30)\n"
         "print('exit', child.exitcode, flush=True)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    )
+    result = _python(script)
     lines = result.stdout.splitlines()
     assert lines[-1:] == ["exit 1"], result.stdout
     assert len([line for line in lines if line.startswith("after the fork")]) == 1, lines
